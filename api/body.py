@@ -1,0 +1,80 @@
+"""Reading request input into pydantic models, with every problem reported as a 400 field error."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+from uuid import UUID
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from shared.errors import BadRequest, FieldError, NotFound
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    out = []
+    for err in exc.errors(include_url=False):
+        path = prefix
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        out.append(FieldError(path or "body", err["msg"]))
+    return out
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise BadRequest(f"expected Content-Type application/json, got {request.content_type or 'none'}")
+    raw = await request.read()  # bounded by the app's client_max_size (413 beyond it)
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def validate(model: type[M], data: Any, prefix: str = "") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest("request body failed validation", field_errors(exc, prefix)) from None
+
+
+async def parse(request: web.Request, model: type[M]) -> M:
+    return validate(model, await read_json(request))
+
+
+def path_uuid(request: web.Request, name: str) -> UUID:
+    """A UUID from the path; anything else is a 404 (there is no such resource), not a 400."""
+    try:
+        return UUID(request.match_info[name])
+    except ValueError:
+        raise NotFound(f"no such {name.removesuffix('Id')}") from None
+
+
+def query_uuid(request: web.Request, name: str, *, required: bool = True) -> UUID | None:
+    value = request.query.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f"query parameter {name} is required", [FieldError(name, "required")])
+        return None
+    try:
+        return UUID(value)
+    except ValueError:
+        raise BadRequest(f"query parameter {name} is not a UUID", [FieldError(name, "not a UUID")]) from None
+
+
+def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be an integer", [FieldError(name, "not an integer")]) \
+            from None
+    if not low <= n <= high:
+        raise BadRequest(f"query parameter {name} must be between {low} and {high}",
+                         [FieldError(name, f"must be between {low} and {high}")])
+    return n

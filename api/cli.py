@@ -1,0 +1,130 @@
+"""The ``kms-pki`` command (server side: migrate, serve, worker, beat, admin, dev).
+
+Server commands never import ``worker`` into the API process: ``worker`` and ``beat`` exec Celery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from shared.config import Settings, get_settings
+from shared.logging import configure_logging
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(args_list)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if rest and args.command not in ("worker", "beat"):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    settings = get_settings()
+    result: int = args.run(args, rest, settings)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kms-pki", description="Hanzo KMS certificate issuance service")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("migrate", help="apply database migrations (idempotent)")
+    p.set_defaults(run=_migrate)
+
+    p = sub.add_parser("serve", help="run the HTTP API")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(run=_serve)
+
+    # No argparse help of their own: `kms-pki worker --help` shows Celery's, as every flag goes to it.
+    p = sub.add_parser("worker", help="run a Celery worker (extra arguments go to Celery)", add_help=False)
+    p.set_defaults(run=_celery("worker"))
+    p = sub.add_parser("beat", help="run the periodic scheduler (extra arguments go to Celery)",
+                       add_help=False)
+    p.set_defaults(run=_celery("beat"))
+
+    p = sub.add_parser("admin", help="administration")
+    admin = p.add_subparsers(dest="admin_command", required=True)
+    b = admin.add_parser("bootstrap", help="create a project and its first admin identity")
+    b.add_argument("--project", required=True)
+    b.add_argument("--json", action="store_true", help="print JSON")
+    b.set_defaults(run=_bootstrap)
+
+    p = sub.add_parser("dev", help="run everything on this machine with a demo project")
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(run=_dev)
+    return parser
+
+
+def _migrate(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
+    from shared.db.migrate import migrate
+
+    configure_logging(settings.log_level, settings.log_format)
+    applied = asyncio.run(migrate(settings.database_url))
+    print(json.dumps({"applied": applied}))
+    return 0
+
+
+def _serve(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
+    from aiohttp import web
+
+    from api.app import create_app
+
+    configure_logging(settings.log_level, settings.log_format)
+    host = args.host or settings.api_host
+    port = args.port or settings.api_port
+    web.run_app(create_app(settings), host=host, port=port, access_log=None, print=None,
+                handle_signals=True)
+    return 0
+
+
+def _celery(kind: str):  # type: ignore[no-untyped-def]
+    def run(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
+        cmd = [sys.executable, "-m", "celery", "-A", "worker.app", kind, *rest]
+        if kind == "worker" and not any(a.startswith(("-Q", "--queues")) for a in rest):
+            from shared.tasks import QUEUE_EXTERNAL, QUEUE_SIGNING
+
+            cmd += ["-Q", f"{QUEUE_SIGNING},{QUEUE_EXTERNAL}"]
+        if kind == "worker" and not any(a.startswith(("-l", "--loglevel")) for a in rest):
+            cmd += ["--loglevel", settings.log_level]
+        os.execv(sys.executable, cmd)  # noqa: S606  (a fixed argv: this interpreter running Celery)
+        return 0  # not reached
+    return run
+
+
+def _bootstrap(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
+    from shared import access
+    from shared.db.pool import create_pool
+
+    async def go() -> dict[str, str]:
+        pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+        try:
+            project_id, new = await access.bootstrap(pool, args.project)
+        finally:
+            await pool.close()
+        return {"projectId": str(project_id), "clientId": new.identity.client_id,
+                "clientSecret": new.client_secret}
+
+    out = asyncio.run(go())
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"project      {out['projectId']}\nclient id    {out['clientId']}\n"
+              f"client secret {out['clientSecret']}  (shown once)")
+    return 0
+
+
+def _dev(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
+    from api.dev import run_dev
+
+    return run_dev(settings, port=args.port)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

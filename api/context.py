@@ -1,0 +1,21 @@
+"""Typed application and request keys (aiohttp ``AppKey``), so nothing is looked up by a bare string."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from api.broker import Broker
+from api.metrics import Metrics
+from api.routing import Endpoint
+from shared.config import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", asyncpg.Pool)
+BROKER = web.AppKey("broker", Broker)
+METRICS = web.AppKey("metrics", Metrics)
+ENDPOINTS = web.AppKey("endpoints", list[Endpoint])
+
+# Request-scoped values live in the request mapping under these names.
+REQUEST_ID = "kms.request_id"
+IDENTITY = "kms.identity"

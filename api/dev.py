@@ -1,0 +1,105 @@
+"""``kms-pki dev``: the whole service on one machine, for trying it out.
+
+Runs migrations, ensures a demo project with an admin identity, starts a Celery worker and beat as
+child processes, prints credentials and a curl line, then serves the API until interrupted. State
+(demo credentials) lives in ``.kms-dev/`` in the current directory, so a second run reuses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.config import Settings
+from shared.logging import configure_logging
+
+DEV_DIR = Path(".kms-dev")
+
+
+async def _prepare(settings: Settings, saved: dict[str, Any] | None) -> dict[str, Any]:
+    """Migrate, then reuse the saved demo project if it still exists, else create one."""
+    from uuid import UUID
+
+    from shared import access
+    from shared.db.identities import project_exists
+    from shared.db.migrate import migrate
+    from shared.db.pool import create_pool
+
+    await migrate(settings.database_url)
+    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        if saved and await project_exists(pool, UUID(saved["projectId"])):
+            return saved
+        project_id, new = await access.bootstrap(pool, "demo")
+        return {"projectId": str(project_id), "clientId": new.identity.client_id,
+                "clientSecret": new.client_secret}
+    finally:
+        await pool.close()
+
+
+def _load_saved() -> dict[str, Any] | None:
+    path = DEV_DIR / "demo.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _save(creds: dict[str, Any]) -> None:
+    DEV_DIR.mkdir(mode=0o700, exist_ok=True)
+    path = DEV_DIR / "demo.json"
+    path.write_text(json.dumps(creds, indent=2))
+    path.chmod(0o600)
+
+
+def run_dev(settings: Settings, *, port: int | None = None) -> int:
+    settings = settings.model_copy(update={"log_format": "console", "dev_mode": True})
+    if port:
+        settings = settings.model_copy(update={"api_port": port})
+    configure_logging(settings.log_level, "console")
+    creds = asyncio.run(_prepare(settings, _load_saved()))
+    _save(creds)
+
+    env = {**os.environ, "KMS_LOG_FORMAT": "console", "KMS_DEV_MODE": "true"}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--concurrency", "2",
+                          "-Q", "kms.signing,kms.external", "--loglevel", "INFO"], env=env),
+        subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO",
+                          "--schedule", str(DEV_DIR / "celerybeat-schedule")], env=env),
+    ]
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    print(_banner(base, creds), flush=True)
+    try:
+        from aiohttp import web
+
+        from api.app import create_app
+
+        web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port,
+                    access_log=None, print=None)
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return 0
+
+
+def _banner(base: str, creds: dict[str, Any]) -> str:
+    return f"""
+Hanzo KMS PKI (dev) on {base}
+  project        {creds['projectId']}
+  client id      {creds['clientId']}
+  client secret  {creds['clientSecret']}
+
+Log in:
+  TOKEN=$(curl -s -X POST {base}/api/v1/auth/universal-auth/login \\
+    -H 'Content-Type: application/json' \\
+    -d '{{"clientId":"{creds['clientId']}","clientSecret":"{creds['clientSecret']}"}}' \\
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+"""

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The test command (`make test`): a virtual environment with the project and its test extra,
+# the services the tests talk to, lint, type check, then the whole pytest suite.
+# pytest's "no tests collected" (exit 5) fails this script like any other failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -U pip
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# OS tools the tests use: openssl (chains, TLS handshakes), pg_dump, docker-compose (validates the
+# compose file without a Docker engine). Installed only if missing.
+missing=()
+command -v openssl >/dev/null || missing+=(openssl)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; } || true
+fi
+
+scripts/services.sh
+
+echo "== ruff"
+"$VENV/bin/ruff" check .
+echo "== mypy shared/"
+"$VENV/bin/mypy" shared
+echo "== pytest"
+exec "$VENV/bin/pytest" "$@"

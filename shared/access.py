@@ -1,0 +1,109 @@
+"""Authentication and authorisation of machine identities (pure rules plus the calls the API makes)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+from uuid import UUID
+
+import asyncpg
+
+from shared import credentials
+from shared.db import audit
+from shared.db import identities as db
+from shared.errors import Forbidden, NotFound, Unauthorized
+
+ROLE_RANK: Final = {"viewer": 0, "issuer": 1, "admin": 2}
+
+
+@dataclass(frozen=True)
+class Login:
+    access_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class NewIdentity:
+    identity: db.Identity
+    client_secret: str
+
+
+def authorize(identity: db.Identity, project_id: UUID, minimum_role: str) -> None:
+    """Tenancy first: another project's resources answer 404 (not 403), so ids do not leak."""
+    if identity.project_id != project_id:
+        raise NotFound("no such project")
+    if ROLE_RANK[identity.role] < ROLE_RANK[minimum_role]:
+        raise Forbidden(f"this needs the {minimum_role} role; the identity has {identity.role}")
+
+
+def can_read_private_keys(identity: db.Identity) -> bool:
+    return ROLE_RANK[identity.role] >= ROLE_RANK["issuer"]
+
+
+async def login(pool: asyncpg.Pool, client_id: str, client_secret: str, ttl_seconds: int) -> Login:
+    found = await db.identity_secret_by_client_id(pool, client_id)
+    stored = found.secret_hash if found else credentials.DUMMY_HASH
+    # scrypt is slow on purpose; keep it off the event loop.
+    ok = await asyncio.to_thread(credentials.verify_secret, client_secret, stored)
+    if found is None or not ok:
+        raise Unauthorized("invalid client id or client secret")
+    token = credentials.new_access_token()
+    expires_at = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
+    await db.store_token(
+        pool, digest=credentials.token_digest(token), identity_id=found.identity.id, expires_at=expires_at
+    )
+    return Login(token, ttl_seconds)
+
+
+async def authenticate(pool: asyncpg.Pool, token: str) -> db.Identity:
+    if not credentials.looks_like_token(token):
+        raise Unauthorized("malformed access token")
+    found = await db.identity_by_token(pool, credentials.token_digest(token))
+    if found is None:
+        raise Unauthorized("unknown or revoked access token")
+    if found.expired:
+        raise Unauthorized("access token expired; log in again")
+    return found.identity
+
+
+async def create_identity(
+    pool: asyncpg.Pool, *, project_id: UUID, name: str, role: str, actor: str
+) -> NewIdentity:
+    secret = credentials.new_client_secret()
+    secret_hash = await asyncio.to_thread(credentials.hash_secret, secret)
+    async with pool.acquire() as conn, conn.transaction():
+        identity = await db.create_identity(
+            conn, project_id=project_id, name=name, role=role,
+            client_id=credentials.new_client_id(), secret_hash=secret_hash,
+        )
+        await audit.record(
+            conn, project_id=project_id, actor=actor, action="identity.create",
+            subject_type="identity", subject_id=str(identity.id), details={"role": role},
+        )
+    return NewIdentity(identity, secret)
+
+
+async def delete_identity(pool: asyncpg.Pool, *, project_id: UUID, identity_id: UUID, actor: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        if not await db.delete_identity(conn, project_id, identity_id):
+            raise NotFound("no such identity")
+        await audit.record(
+            conn, project_id=project_id, actor=actor, action="identity.delete",
+            subject_type="identity", subject_id=str(identity_id),
+        )
+
+
+async def bootstrap(pool: asyncpg.Pool, project_name: str) -> tuple[UUID, NewIdentity]:
+    """A new project and its first admin identity (the `kms-pki admin bootstrap` command)."""
+    async with pool.acquire() as conn, conn.transaction():
+        project_id = await db.create_project(conn, project_name)
+        await audit.record(conn, project_id=project_id, actor="cli", action="project.create",
+                           subject_type="project", subject_id=str(project_id))
+    new = await create_identity(pool, project_id=project_id, name="admin", role="admin", actor="cli")
+    return project_id, new
+
+
+async def list_identities(pool: asyncpg.Pool, project_id: UUID) -> list[db.Identity]:
+    return await db.list_identities(pool, project_id)

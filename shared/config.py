@@ -1,0 +1,47 @@
+"""The one settings class. Every variable starts with ``KMS_``; nothing else reads ``os.environ``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KMS_", extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/kms"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    # Base64 of 32 bytes, or a file holding it. Required outside dev mode (see shared.envelope).
+    root_key: str | None = Field(default=None, repr=False)
+    root_key_file: Path | None = None
+    # True only under `kms-pki dev`: allows the generated dev root key.
+    dev_mode: bool = False
+    public_url: str = "http://127.0.0.1:8080"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    # Limits and timings (defaults fit the design; tests shorten some).
+    max_body_bytes: int = 1024 * 1024
+    token_ttl_seconds: int = 3600
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    # How far notBefore is set back, so that clocks slightly behind still accept a new certificate.
+    backdate_seconds: int = 60
+    # How long a worker may hold a claimed request before the reconciler takes it back.
+    lease_seconds: int = 60
+    # A pending request older than this with no progress is re-enqueued by the reconciler.
+    reconcile_after_seconds: int = 10
+    reconcile_interval_seconds: float = 5.0
+    max_attempts: int = 5
+    ca_key_cache_seconds: int = 300
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,42 @@
+"""Task names and queue names: the contract between the API (which sends by name) and the worker.
+
+The API never imports ``worker``; it sends these names with ids only, never secrets or payloads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+# Queues: signing is CPU-bound and local; external CAs are network-bound and get their own queue so
+# a slow external CA cannot starve local issuance.
+QUEUE_SIGNING: Final = "kms.signing"
+QUEUE_EXTERNAL: Final = "kms.external"
+
+PING: Final = "kms.ping"
+ISSUE_CERTIFICATE: Final = "kms.issue_certificate"
+CREATE_CA: Final = "kms.create_ca"
+ISSUE_BATCH_CHUNK: Final = "kms.issue_batch_chunk"
+RECONCILE: Final = "kms.reconcile"
+
+
+def celery_config(broker_url: str) -> dict[str, Any]:
+    """Settings shared by the worker's Celery app and the API's sending-only app."""
+    return {
+        "broker_url": broker_url,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "result_backend": None,
+        "task_ignore_result": True,
+        # A message is acknowledged only after its task ran; if the worker dies, it is redelivered.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 4,
+        "task_default_queue": QUEUE_SIGNING,
+        "task_routes": {ISSUE_BATCH_CHUNK: {"queue": QUEUE_SIGNING}},
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }

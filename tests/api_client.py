@@ -1,0 +1,85 @@
+"""A small HTTP client for tests: every call returns the status, the decoded body and the headers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: Any
+    content_type: str
+
+    def is_problem(self) -> bool:
+        return (self.content_type == "application/problem+json" and isinstance(self.body, dict)
+                and {"type", "title", "status", "detail"} <= set(self.body) and self.body["status"] == self.status)
+
+
+class ApiClient:
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str | None = None) -> None:
+        self.session = session
+        self.base = base
+        self.token = token
+
+    def with_token(self, token: str | None) -> ApiClient:
+        return ApiClient(self.session, self.base, token)
+
+    async def request(self, method: str, path: str, *, json_body: Any = None, data: Any = None,
+                      headers: dict[str, str] | None = None, params: dict[str, str] | None = None) -> Reply:
+        hdrs = dict(headers or {})
+        if self.token and "Authorization" not in hdrs:
+            hdrs["Authorization"] = f"Bearer {self.token}"
+        if json_body is not None:
+            data = json.dumps(json_body)
+            hdrs.setdefault("Content-Type", "application/json")
+        async with self.session.request(method, self.base + path, data=data, headers=hdrs,
+                                        params=params) as resp:
+            raw = await resp.read()
+            ctype = resp.content_type
+            body: Any = raw.decode(errors="replace")
+            if ctype.endswith("json") and raw:
+                body = json.loads(raw)
+            return Reply(resp.status, body, resp.headers, ctype)
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return await self.request("POST", path, json_body=body, **kw)
+
+    async def patch(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return await self.request("PATCH", path, json_body=body, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Reply:
+        return await self.request("DELETE", path, **kw)
+
+
+@dataclass
+class Tenant:
+    """A project with an admin identity logged in, and a way to add identities of other roles."""
+
+    project_id: str
+    client_id: str
+    client_secret: str
+    admin: ApiClient
+
+    async def identity(self, role: str, name: str | None = None) -> tuple[ApiClient, dict[str, Any]]:
+        r = await self.admin.post(f"/api/v1/projects/{self.project_id}/identities",
+                                  {"name": name or f"{role}-id", "role": role})
+        assert r.status == 201, r.body
+        token = await login(self.admin, r.body["clientId"], r.body["clientSecret"])
+        return self.admin.with_token(token), r.body
+
+
+async def login(client: ApiClient, client_id: str, client_secret: str) -> str:
+    r = await client.with_token(None).post("/api/v1/auth/universal-auth/login",
+                                           {"clientId": client_id, "clientSecret": client_secret})
+    assert r.status == 200, r.body
+    token: str = r.body["accessToken"]
+    return token

@@ -1,0 +1,87 @@
+"""Fixtures shared by every test: one real stack per test session (fresh database, private Redis
+database number, the API on a free port, a Celery worker subprocess), dropped at the end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import asyncpg
+import pytest
+
+from shared import access
+from shared.db.pool import create_pool
+from tests.api_client import ApiClient, Tenant, login
+from tests.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    s = Stack(name="test")
+    s.create_database()
+    try:
+        yield s
+    finally:
+        s.drop()
+
+
+@pytest.fixture(scope="session")
+def api_url(stack: Stack) -> str:
+    return stack.api_url or stack.start_api()
+
+
+@pytest.fixture(scope="session")
+def worker(stack: Stack, api_url: str) -> Stack:
+    if "worker" not in stack.processes:
+        stack.start_worker()
+    return stack
+
+
+@pytest.fixture
+async def http(api_url: str) -> AsyncIterator[ApiClient]:
+    async with aiohttp.ClientSession() as session:
+        yield ApiClient(session, api_url)
+
+
+@pytest.fixture
+async def db(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def bootstrap(stack: Stack, project: str) -> dict[str, str]:
+    """Runs the real `kms-pki admin bootstrap --json` command, as a user would."""
+    out = subprocess.run(
+        [sys.executable, "-m", "api.cli", "admin", "bootstrap", "--project", project, "--json"],
+        env=stack.env, capture_output=True, check=True, timeout=60,
+    )
+    creds: dict[str, str] = json.loads(out.stdout)
+    return creds
+
+
+@pytest.fixture
+async def make_tenant(stack: Stack, http: ApiClient):  # type: ignore[no-untyped-def]
+    """A new project with a logged-in admin (created in-process: the CLI has its own test)."""
+    async def make(name: str = "tenant") -> Tenant:
+        pool = await create_pool(stack.database_url, min_size=1, max_size=1)
+        try:
+            project_id, new = await access.bootstrap(pool, name)
+        finally:
+            await pool.close()
+        creds = {"projectId": str(project_id), "clientId": new.identity.client_id,
+                 "clientSecret": new.client_secret}
+        token = await login(http, creds["clientId"], creds["clientSecret"])
+        return Tenant(creds["projectId"], creds["clientId"], creds["clientSecret"], http.with_token(token))
+    return make
+
+
+@pytest.fixture
+async def tenant(make_tenant) -> Tenant:  # type: ignore[no-untyped-def]
+    t: Tenant = await make_tenant("alpha")
+    return t

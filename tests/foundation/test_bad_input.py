@@ -1,0 +1,81 @@
+"""Bad input gets a clear 4xx problem+json, never a 500 or a traceback, and writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from tests.api_client import Reply, Tenant
+
+COUNTED_TABLES = ("projects", "identities", "access_tokens", "audit_events")
+
+
+async def counts(db: asyncpg.Connection) -> dict[str, int]:
+    return {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in COUNTED_TABLES}
+
+
+def identities(t: Tenant) -> str:
+    return f"/api/v1/projects/{t.project_id}/identities"
+
+
+CASES: dict[str, tuple[int, Callable[[Tenant], Awaitable[Reply]]]] = {
+    "malformed-json": (400, lambda t: t.admin.request(
+        "POST", identities(t), data=b'{"name": "x", "role":', headers={"Content-Type": "application/json"})),
+    "json-not-an-object": (400, lambda t: t.admin.post(identities(t), ["admin"])),
+    "wrong-types": (400, lambda t: t.admin.post(identities(t), {"name": 42, "role": ["admin"]})),
+    "unknown-role": (400, lambda t: t.admin.post(identities(t), {"name": "x", "role": "root"})),
+    "missing-fields": (400, lambda t: t.admin.post(identities(t), {})),
+    "unknown-field": (400, lambda t: t.admin.post(identities(t), {"name": "x", "role": "admin", "x": 1})),
+    "empty-body": (400, lambda t: t.admin.request(
+        "POST", identities(t), data=b"", headers={"Content-Type": "application/json"})),
+    "invalid-utf8": (400, lambda t: t.admin.request(
+        "POST", identities(t), data=b'{"name": "\xff\xfe", "role": "admin"}',
+        headers={"Content-Type": "application/json"})),
+    "non-json-content-type": (400, lambda t: t.admin.request(
+        "POST", identities(t), data=b"name=x&role=admin",
+        headers={"Content-Type": "application/x-www-form-urlencoded"})),
+    "five-mib-body": (413, lambda t: t.admin.request(
+        "POST", identities(t), data=b'{"name": "' + b"a" * (5 * 1024 * 1024) + b'", "role": "admin"}',
+        headers={"Content-Type": "application/json"})),
+    "five-mib-chunked-body": (413, lambda t: t.admin.request(
+        "POST", identities(t), data=_chunks(5 * 1024 * 1024), headers={"Content-Type": "application/json"})),
+    "five-mib-login": (413, lambda t: t.admin.with_token(None).request(
+        "POST", "/api/v1/auth/universal-auth/login", data=b"{" + b" " * (5 * 1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json"})),
+    "login-wrong-types": (400, lambda t: t.admin.with_token(None).post(
+        "/api/v1/auth/universal-auth/login", {"clientId": 1, "clientSecret": None})),
+    "unknown-route": (404, lambda t: t.admin.get("/api/v1/no-such-thing")),
+    "wrong-method": (405, lambda t: t.admin.request("PUT", identities(t), json_body={})),
+    "wrong-method-public": (405, lambda t: t.admin.request("DELETE", "/healthz")),
+}
+
+
+async def _chunks(total: int):  # type: ignore[no-untyped-def]
+    yield b'{"name": "'
+    sent = 0
+    while sent < total:
+        yield b"a" * 65536
+        sent += 65536
+    yield b'", "role": "admin"}'
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_bad_input_is_4xx_problem_json_and_writes_nothing(
+    case: str, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    expected, send = CASES[case]
+    before = await counts(db)
+    r = await send(tenant)
+    assert r.status == expected, (case, r.status, r.body)
+    assert r.is_problem(), (case, r.content_type, r.body)
+    assert r.body["requestId"] == r.headers["X-Request-Id"]
+    assert "Traceback" not in str(r.body)
+    assert await counts(db) == before
+
+
+async def test_field_errors_name_every_bad_field(tenant: Tenant) -> None:
+    r = await tenant.admin.post(identities(tenant), {"name": "", "role": "wizard"})
+    assert r.status == 400
+    assert {e["field"] for e in r.body["errors"]} == {"name", "role"}

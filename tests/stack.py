@@ -1,0 +1,158 @@
+"""Start the real service for tests and benchmarks: its own database, a private Redis database
+number, the API on a free port, Celery worker and beat subprocesses. Logs go to files so tests can
+read them (for example to prove no secret was logged)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from shared.db.migrate import drop_database, migrate
+
+PG_BASE = os.environ.get("KMS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+REDIS_BASE = os.environ.get("KMS_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Stack:
+    def __init__(self, *, name: str = "test", extra_env: dict[str, str] | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"kms-{name}-"))
+        self.db_name = f"kms_{name}_{secrets.token_hex(4)}"
+        self.database_url = f"{PG_BASE}/{self.db_name}"
+        self.redis_db = secrets.randbelow(14) + 2  # 0 is the dev default, 1 is left alone
+        self.broker_url = f"{REDIS_BASE}/{self.redis_db}"
+        root_key_file = self.dir / "root.key"
+        root_key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        root_key_file.chmod(0o600)
+        self.root_key_file = root_key_file
+        self.env = {
+            **os.environ,
+            "KMS_DATABASE_URL": self.database_url,
+            "KMS_BROKER_URL": self.broker_url,
+            "KMS_ROOT_KEY_FILE": str(root_key_file),
+            "KMS_LOG_LEVEL": "INFO",
+            "KMS_LOG_FORMAT": "json",
+            **(extra_env or {}),
+        }
+        self.env.pop("KMS_ROOT_KEY", None)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.api_url = ""
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def create_database(self) -> None:
+        asyncio.run(migrate(self.database_url))
+        import redis
+
+        redis.Redis.from_url(self.broker_url).flushdb()
+
+    def drop(self) -> None:
+        self.stop_all()
+        asyncio.run(drop_database(self.database_url))
+        import redis
+
+        redis.Redis.from_url(self.broker_url).flushdb()
+
+    def log_path(self, name: str) -> Path:
+        return self.dir / f"{name}.log"
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.log_path(name), "ab")  # owned by the child for its lifetime
+        proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.processes[name] = proc
+        return proc
+
+    def start_api(self, *, port: int | None = None, env: dict[str, str] | None = None,
+                  name: str = "api") -> str:
+        port = port or free_port()
+        self.spawn(name, [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                   env)
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(url + "/healthz", self.processes[name], self.log_path(name))
+        if name == "api":
+            self.api_url = url
+        return url
+
+    def start_worker(self, *, name: str = "worker", concurrency: int = 2, extra: list[str] | None = None,
+                     env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        node = f"{name}-{secrets.token_hex(3)}@%h"
+        proc = self.spawn(name, [
+            sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel", "INFO",
+            "--concurrency", str(concurrency), "-n", node, "-Q", "kms.signing,kms.external",
+            "--without-gossip", "--without-mingle", *(extra or []),
+        ], env)
+        self.wait_worker_ready(name)
+        return proc
+
+    def wait_worker_ready(self, name: str = "worker", timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        log = self.log_path(name)
+        while time.monotonic() < deadline:
+            if log.exists() and b" ready." in log.read_bytes():
+                return
+            proc = self.processes[name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{log.read_text()[-4000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not ready in {timeout}s:\n{log.read_text()[-4000:]}")
+
+    def start_beat(self, *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return self.spawn("beat", [
+            sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO",
+            "--schedule", str(self.dir / "beat-schedule"),
+        ], env)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)  # the whole group: a Celery worker's pool processes too
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def stop(self, name: str) -> None:
+        self.kill(name, signal.SIGTERM)
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("*.log")))
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310  (our own http URL)
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not up in {timeout}s:\n{log.read_text()[-4000:]}")

@@ -1,0 +1,27 @@
+"""The Celery application: ``celery -A worker.app worker`` (or ``kms-pki worker``) starts it."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from celery.signals import setup_logging
+
+from shared.config import get_settings
+from shared.logging import configure_logging
+from shared.tasks import celery_config
+
+settings = get_settings()
+app = Celery("kms-worker")
+app.conf.update(celery_config(settings.broker_url))
+app.conf.beat_schedule = {}
+app.conf.include = ["worker.tasks"]
+
+
+@setup_logging.connect
+def _logging(**_: object) -> None:
+    # Our structured logging, not Celery's: task arguments are ids only, never secrets.
+    configure_logging(settings.log_level, settings.log_format)
+
+
+log = logging.getLogger("kms.worker")
