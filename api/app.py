@@ -6,16 +6,18 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from api import auth, ops
+from api import auth, authorities, ops, profiles
 from api.broker import Broker
-from api.context import BROKER, DB, ENDPOINTS, METRICS, SETTINGS
+from api.context import BROKER, DB, ENDPOINTS, KEYRING, METRICS, NOTIFICATIONS, SETTINGS
 from api.metrics import Metrics
 from api.middleware import auth_middleware, body_limit_middleware, error_middleware, metrics_middleware
+from api.notifications import Notifications
 from api.routing import Routes
 from shared.config import Settings
 from shared.db.pool import create_pool
+from shared.keyring import KeyRing, root_key_from
 
-ROUTE_TABLES: list[Routes] = [ops.routes, auth.routes]
+ROUTE_TABLES: list[Routes] = [ops.routes, auth.routes, authorities.routes, profiles.routes]
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -24,6 +26,9 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    # The API opens server-generated leaf keys for callers allowed to read them (never CA keys), so it
+    # needs the root key; without one it refuses to start.
+    app[KEYRING] = KeyRing(root_key_from(settings))
     app[METRICS] = Metrics()
     app[ENDPOINTS] = [ep for table in ROUTE_TABLES for ep in table.endpoints]
     for table in ROUTE_TABLES:
@@ -37,7 +42,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[DB] = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                                 max_size=settings.db_pool_max)
+    app[NOTIFICATIONS] = Notifications(settings.database_url)
     yield
+    await app[NOTIFICATIONS].close()
     await app[DB].close()
 
 

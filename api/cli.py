@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from shared.config import Settings, get_settings
 from shared.logging import configure_logging
@@ -55,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--project", required=True)
     b.add_argument("--json", action="store_true", help="print JSON")
     b.set_defaults(run=_bootstrap)
+
+    r = admin.add_parser("rotate-root-key", help="re-wrap every project's data key under a new root key")
+    r.add_argument("--new-key-file", required=True, type=Path,
+                   help="file holding the new root key (base64 of 32 random bytes)")
+    r.set_defaults(run=_rotate_root_key)
 
     p = sub.add_parser("dev", help="run everything on this machine with a demo project")
     p.add_argument("--port", type=int, default=None)
@@ -117,6 +123,33 @@ def _bootstrap(args: argparse.Namespace, rest: list[str], settings: Settings) ->
     else:
         print(f"project      {out['projectId']}\nclient id    {out['clientId']}\n"
               f"client secret {out['clientSecret']}  (shown once)")
+    return 0
+
+
+def _rotate_root_key(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
+    """All data keys move to the new root key in one transaction; then point KMS_ROOT_KEY_FILE at the new
+    file and restart the processes. The old root key decrypts nothing afterwards."""
+    import asyncpg
+
+    from shared.envelope import load_root_key
+    from shared.keyring import root_key_from, rotate_root_key
+
+    old = root_key_from(settings)
+    new = load_root_key(None, args.new_key_file)
+    if new == old:
+        print("the new root key is the current one; nothing to do", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            async with conn.transaction():
+                return await rotate_root_key(conn, old, new)
+        finally:
+            await conn.close()
+
+    count = asyncio.run(go())
+    print(json.dumps({"rewrappedDataKeys": count}))
     return 0
 
 

@@ -7,14 +7,18 @@ from aiohttp import web
 
 from api.broker import Broker
 from api.metrics import Metrics
+from api.notifications import Notifications
 from api.routing import Endpoint
 from shared.config import Settings
+from shared.keyring import KeyRing
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", asyncpg.Pool)
 BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", Metrics)
 ENDPOINTS = web.AppKey("endpoints", list[Endpoint])
+NOTIFICATIONS = web.AppKey("notifications", Notifications)
+KEYRING = web.AppKey("keyring", KeyRing)
 
 # Request-scoped values live in the request mapping under these names.
 REQUEST_ID = "kms.request_id"

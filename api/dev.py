@@ -8,8 +8,10 @@ child processes, prints credentials and a curl line, then serves the API until i
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -55,8 +57,23 @@ def _save(creds: dict[str, Any]) -> None:
     path.chmod(0o600)
 
 
+def _dev_root_key(settings: Settings) -> Settings:
+    """Under `kms-pki dev` only: with no root key configured, generate one into .kms-dev/root.key."""
+    if settings.root_key or settings.root_key_file:
+        return settings
+    path = DEV_DIR / "root.key"
+    if not path.exists():
+        DEV_DIR.mkdir(mode=0o700, exist_ok=True)
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        path.chmod(0o600)
+        print(f"generated a development root key at {path} (dev only; production must set KMS_ROOT_KEY_FILE)")
+    os.environ["KMS_ROOT_KEY_FILE"] = str(path.resolve())  # for the worker and beat children
+    return settings.model_copy(update={"root_key_file": path.resolve()})
+
+
 def run_dev(settings: Settings, *, port: int | None = None) -> int:
     settings = settings.model_copy(update={"log_format": "console", "dev_mode": True})
+    settings = _dev_root_key(settings)
     if port:
         settings = settings.model_copy(update={"api_port": port})
     configure_logging(settings.log_level, "console")

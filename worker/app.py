@@ -8,10 +8,13 @@ from celery import Celery
 from celery.signals import setup_logging
 
 from shared.config import get_settings
+from shared.keyring import root_key_from
 from shared.logging import configure_logging
 from shared.tasks import celery_config
 
 settings = get_settings()
+# Refuse to start without a root key: a worker that cannot seal keys must not sign anything.
+root_key_from(settings)
 app = Celery("kms-worker")
 app.conf.update(celery_config(settings.broker_url))
 app.conf.beat_schedule = {}

@@ -1,0 +1,99 @@
+"""Internal certificate authorities: ``/api/v1/cert-manager/ca/internal``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from api.auth import current_identity
+from api.body import parse, path_uuid, query_uuid
+from api.context import BROKER, DB, NOTIFICATIONS, SETTINGS
+from api.routing import Routes
+from shared import access, tasks
+from shared.authorities import CaCertificate, CaList, CaView, CreateCaBody, UpdateCaBody, record_ca
+from shared.db import audit
+from shared.db import authorities as db
+from shared.db.authorities import Authority
+from shared.errors import Conflict, NotFound
+
+routes = Routes("certificate authorities")
+BASE = "/api/v1/cert-manager/ca/internal"
+# How long POST waits for the worker before answering 202: key generation is fast except RSA 4096.
+CREATE_WAIT_SECONDS = 10.0
+
+
+async def _authority(request: web.Request, minimum_role: str = "viewer") -> Authority:
+    ca = await db.get(request.app[DB], path_uuid(request, "caId"))
+    identity = current_identity(request)
+    if ca is None or ca.project_id != identity.project_id:
+        raise NotFound("no such CA")
+    access.authorize(identity, ca.project_id, minimum_role)
+    return ca
+
+
+@routes.route("POST", BASE, summary="Create an internal root or intermediate CA", body=CreateCaBody,
+              response=CaView, status=201)
+async def create(request: web.Request) -> web.Response:
+    body = await parse(request, CreateCaBody)
+    identity = current_identity(request)
+    access.authorize(identity, body.project_id, "admin")
+    pool = request.app[DB]
+    async with pool.acquire() as conn, conn.transaction():
+        ca = await record_ca(conn, body)
+        await audit.record(conn, project_id=body.project_id, actor=f"identity:{identity.id}", action="ca.request",
+                           subject_type="ca", subject_id=str(ca.id), details={"type": ca.type})
+    key = f"ca:{ca.id}"
+    async with request.app[NOTIFICATIONS].subscription(key) as wait:
+        await request.app[BROKER].send(tasks.CREATE_CA, [str(ca.id)])
+        deadline = asyncio.get_running_loop().time() + CREATE_WAIT_SECONDS
+        while ca.status == "pending":
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await wait(min(remaining, 1.0))
+            ca = await db.get(pool, ca.id) or ca
+    location = f"{request.app[SETTINGS].public_url}{BASE}/{ca.id}"
+    status = 202 if ca.status == "pending" else 201
+    headers = {"Location": location}
+    if status == 202:
+        headers["Retry-After"] = "2"
+    return web.json_response(CaView.of(ca).to_json(), status=status, headers=headers)
+
+
+@routes.route("GET", BASE, summary="List a project's CAs", response=CaList, query={"projectId": "project"})
+async def list_cas(request: web.Request) -> web.Response:
+    project_id = query_uuid(request, "projectId")
+    assert project_id is not None
+    access.authorize(current_identity(request), project_id, "viewer")
+    items = await db.list_for_project(request.app[DB], project_id)
+    return web.json_response(CaList(items=[CaView.of(ca) for ca in items]).to_json())
+
+
+@routes.route("GET", BASE + "/{caId}", summary="A CA", response=CaView)
+async def get(request: web.Request) -> web.Response:
+    return web.json_response(CaView.of(await _authority(request)).to_json())
+
+
+@routes.route("GET", BASE + "/{caId}/certificate", summary="A CA's certificate and chain (PEM)",
+              response=CaCertificate)
+async def certificate(request: web.Request) -> web.Response:
+    ca = await _authority(request)
+    if ca.certificate_pem is None or ca.serial_number is None:
+        raise Conflict(f"CA is {ca.status}; it has no certificate yet")
+    return web.json_response(CaCertificate(certificate=ca.certificate_pem, certificate_chain=ca.chain_pem or "",
+                                           serial_number=ca.serial_number).to_json())
+
+
+@routes.route("PATCH", BASE + "/{caId}", summary="Enable or disable a CA", body=UpdateCaBody, response=CaView)
+async def update(request: web.Request) -> web.Response:
+    ca = await _authority(request, "admin")
+    body = await parse(request, UpdateCaBody)
+    pool = request.app[DB]
+    async with pool.acquire() as conn, conn.transaction():
+        updated = await db.set_status(conn, ca.id, ca.project_id, body.status)
+        if updated is None:
+            raise Conflict(f"CA is {ca.status}; only an active or disabled CA can change status")
+        await audit.record(conn, project_id=ca.project_id, actor=f"identity:{current_identity(request).id}",
+                           action=f"ca.{body.status}", subject_type="ca", subject_id=str(ca.id))
+    return web.json_response(CaView.of(updated).to_json())

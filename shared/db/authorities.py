@@ -1,0 +1,149 @@
+"""Internal certificate authorities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from shared.db import Executor
+
+NOTIFY_CHANNEL = "kms_events"
+
+
+@dataclass(frozen=True)
+class Authority:
+    id: UUID
+    project_id: UUID
+    name: str
+    type: str
+    parent_ca_id: UUID | None
+    status: str
+    subject: dict[str, Any]
+    key_algorithm: str
+    max_path_length: int | None
+    ttl_seconds: int | None
+    requested_not_after: datetime | None
+    serial_number: str | None
+    not_before: datetime | None
+    not_after: datetime | None
+    certificate_pem: str | None
+    chain_pem: str | None
+    error_message: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+
+_COLS = ("id, project_id, name, type, parent_ca_id, status, subject, key_algorithm, max_path_length,"
+         " ttl_seconds, requested_not_after, serial_number, not_before, not_after, certificate_pem, chain_pem,"
+         " error_message, attempts, created_at, updated_at")
+
+
+def _authority(row: Any) -> Authority:
+    return Authority(**{k: row[k] for k in Authority.__dataclass_fields__})
+
+
+async def insert(
+    conn: Executor, *, project_id: UUID, name: str, type: str, parent_ca_id: UUID | None,
+    subject: dict[str, Any], key_algorithm: str, max_path_length: int | None, ttl_seconds: int | None,
+    requested_not_after: datetime | None,
+) -> Authority | None:
+    """None when the name is taken in the project."""
+    row = await conn.fetchrow(
+        f"INSERT INTO certificate_authorities (project_id, name, type, parent_ca_id, subject, key_algorithm,"
+        f" max_path_length, ttl_seconds, requested_not_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        f" ON CONFLICT (project_id, name) DO NOTHING RETURNING {_COLS}",
+        project_id, name, type, parent_ca_id, subject, key_algorithm, max_path_length, ttl_seconds,
+        requested_not_after,
+    )
+    return None if row is None else _authority(row)
+
+
+async def get(conn: Executor, ca_id: UUID, project_id: UUID | None = None) -> Authority | None:
+    """The CA; with ``project_id``, only if it belongs to that project (tenancy)."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLS} FROM certificate_authorities WHERE id = $1 AND ($2::uuid IS NULL OR project_id = $2)",
+        ca_id, project_id)
+    return None if row is None else _authority(row)
+
+
+async def list_for_project(conn: Executor, project_id: UUID) -> list[Authority]:
+    rows = await conn.fetch(
+        f"SELECT {_COLS} FROM certificate_authorities WHERE project_id = $1 ORDER BY created_at, id", project_id)
+    return [_authority(r) for r in rows]
+
+
+async def set_status(conn: Executor, ca_id: UUID, project_id: UUID, status: str) -> Authority | None:
+    """Switch between active and disabled only (a pending or failed CA keeps its state)."""
+    row = await conn.fetchrow(
+        f"UPDATE certificate_authorities SET status = $3, updated_at = now()"
+        f" WHERE id = $1 AND project_id = $2 AND status IN ('active', 'disabled') RETURNING {_COLS}",
+        ca_id, project_id, status)
+    return None if row is None else _authority(row)
+
+
+async def lock_pending(conn: Executor, ca_id: UUID) -> Authority | None:
+    """Lock a pending CA row for the worker creating it; None if it is no longer pending.
+
+    The row lock makes a duplicate delivery of the same task wait, then find the CA active and stop.
+    """
+    row = await conn.fetchrow(
+        f"SELECT {_COLS} FROM certificate_authorities WHERE id = $1 AND status = 'pending' FOR UPDATE", ca_id)
+    return None if row is None else _authority(row)
+
+
+async def activate(
+    conn: Executor, ca_id: UUID, *, serial_number: str, not_before: datetime, not_after: datetime,
+    certificate_pem: str, chain_pem: str, encrypted_private_key: bytes,
+) -> None:
+    await conn.execute(
+        "UPDATE certificate_authorities SET status = 'active', serial_number = $2, not_before = $3,"
+        " not_after = $4, certificate_pem = $5, chain_pem = $6, encrypted_private_key = $7,"
+        " error_message = NULL, updated_at = now() WHERE id = $1",
+        ca_id, serial_number, not_before, not_after, certificate_pem, chain_pem, encrypted_private_key)
+
+
+async def fail(conn: Executor, ca_id: UUID, message: str) -> None:
+    await conn.execute(
+        "UPDATE certificate_authorities SET status = 'failed', error_message = $2, updated_at = now()"
+        " WHERE id = $1 AND status = 'pending'", ca_id, message)
+
+
+async def count_attempt(conn: Executor, ca_id: UUID) -> int:
+    attempts: int | None = await conn.fetchval(
+        "UPDATE certificate_authorities SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts", ca_id)
+    return attempts or 0
+
+
+async def signing_material(conn: Executor, ca_id: UUID) -> tuple[Authority, bytes] | None:
+    """An active CA and its encrypted key (worker only: the API never reads CA key columns)."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLS}, encrypted_private_key FROM certificate_authorities WHERE id = $1", ca_id)
+    if row is None or row["encrypted_private_key"] is None:
+        return None
+    return _authority(row), row["encrypted_private_key"]
+
+
+async def stale_pending(conn: Executor, older_than_seconds: float, limit: int = 500) -> list[UUID]:
+    rows = await conn.fetch(
+        "SELECT id FROM certificate_authorities WHERE status = 'pending'"
+        " AND updated_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2",
+        older_than_seconds, limit)
+    return [r["id"] for r in rows]
+
+
+async def touch(conn: Executor, ids: list[UUID]) -> None:
+    await conn.execute("UPDATE certificate_authorities SET updated_at = now() WHERE id = ANY($1::uuid[])", ids)
+
+
+async def reserve_serial(conn: Executor, issuer_id: UUID, serial_number: str) -> None:
+    """Record a serial as used by an issuer; the primary key makes reuse impossible (DESIGN.md 4.3)."""
+    await conn.execute("INSERT INTO issued_serials (issuer_id, serial_number) VALUES ($1, $2)",
+                       issuer_id, serial_number)
+
+
+async def notify(conn: Executor, payload: str) -> None:
+    """Wakes long-polling API requests; delivered when the surrounding transaction commits."""
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)

@@ -1,0 +1,68 @@
+"""Where private keys are sealed and opened: the root key, per-project data keys, and their cache.
+
+A process holds the root key in memory only (from ``KMS_ROOT_KEY`` / ``KMS_ROOT_KEY_FILE``). Data
+keys are unwrapped once per project and cached; they never change on root-key rotation (only their
+wrapping does), so the cache stays correct across a rotation.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from shared import envelope
+from shared.config import Settings
+from shared.db import Executor
+from shared.db import data_keys as db
+from shared.errors import ConfigurationError
+
+
+def root_key_from(settings: Settings) -> bytes:
+    """The root key, or ConfigurationError: the service refuses to run without one."""
+    if settings.root_key is None and settings.root_key_file is None:
+        raise ConfigurationError(
+            "no root key: set KMS_ROOT_KEY (base64 of 32 random bytes) or KMS_ROOT_KEY_FILE; "
+            "`kms-pki dev` generates a development key by itself"
+        )
+    return envelope.load_root_key(settings.root_key, settings.root_key_file)
+
+
+class KeyRing:
+    def __init__(self, root_key: bytes) -> None:
+        self._root = root_key
+        self._data_keys: dict[UUID, bytes] = {}
+
+    async def data_key(self, conn: Executor, project_id: UUID) -> bytes:
+        """The project's data key, created (and wrapped) on first use."""
+        cached = self._data_keys.get(project_id)
+        if cached is not None:
+            return cached
+        wrapped = await db.get_wrapped(conn, project_id)
+        if wrapped is None:
+            fresh = envelope.new_data_key()
+            # Two processes may race to create it: the insert keeps the first, and both read it back.
+            await db.insert_wrapped(
+                conn, project_id, envelope.wrap_data_key(self._root, fresh, project_id=str(project_id))
+            )
+            wrapped = await db.get_wrapped(conn, project_id)
+            assert wrapped is not None
+        key = envelope.unwrap_data_key(self._root, wrapped, project_id=str(project_id))
+        self._data_keys[project_id] = key
+        return key
+
+    async def seal(self, conn: Executor, project_id: UUID, plaintext: bytes, *, table: str, row_id: UUID) -> bytes:
+        key = await self.data_key(conn, project_id)
+        return envelope.encrypt_private_key(key, plaintext, table=table, row_id=str(row_id))
+
+    async def open(self, conn: Executor, project_id: UUID, blob: bytes, *, table: str, row_id: UUID) -> bytes:
+        key = await self.data_key(conn, project_id)
+        return envelope.decrypt_private_key(key, blob, table=table, row_id=str(row_id))
+
+
+async def rotate_root_key(conn: Executor, old_root: bytes, new_root: bytes) -> int:
+    """Re-wrap every project's data key under ``new_root``; the caller holds a transaction, so either
+    every key moves or none does. Returns how many keys were re-wrapped."""
+    wrapped = await db.all_wrapped_for_update(conn)
+    rewrapped = envelope.rewrap_data_keys(old_root, new_root, {str(k): v for k, v in wrapped.items()})
+    for project_id, blob in rewrapped.items():
+        await db.update_wrapped(conn, UUID(project_id), blob)
+    return len(rewrapped)

@@ -1,0 +1,82 @@
+"""Creating an internal CA's key and certificate, inside a worker.
+
+One transaction holds the CA row lock from the check to the final UPDATE, so a duplicated task waits
+for the first and then finds the CA no longer pending: at most one key and certificate per CA.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from shared import x509_builder
+from shared.authorities import subject_of
+from shared.db import audit
+from shared.db import authorities as db
+from shared.errors import KmsError
+from shared.keys import generate_private_key, private_key_to_der
+from shared.template import Validity
+from worker.ca_keys import CA_TABLE, CaKeyCache
+from worker.runtime import Runtime
+
+log = logging.getLogger("kms.worker")
+
+
+async def create_ca(rt: Runtime, cache: CaKeyCache, ca_id: UUID) -> str:
+    """Make the key and certificate of a pending CA. Returns the CA's final status."""
+    pool = await rt.pool()
+    async with pool.acquire() as conn, conn.transaction():
+        ca = await db.lock_pending(conn, ca_id)
+        if ca is None:
+            return "not-pending"
+        try:
+            issuer = None
+            if ca.parent_ca_id is not None:
+                issuer = await cache.load(conn, rt.keyring, ca.parent_ca_id)
+                if issuer is None or issuer.authority.status != "active":
+                    raise _Refused("the parent CA is not active; it cannot sign")
+            now = datetime.now(UTC)
+            not_before, not_after = x509_builder.resolve_validity(
+                Validity(ttl_seconds=ca.ttl_seconds, not_after=ca.requested_not_after,
+                         not_before=now if ca.requested_not_after else None),
+                now=now, backdate=timedelta(seconds=rt.settings.backdate_seconds),
+                issuer_not_after=issuer.certificate.not_valid_after_utc if issuer else None,
+            )
+            key = generate_private_key(ca.key_algorithm)
+            serial = x509_builder.new_serial()
+            cert = x509_builder.build_ca_certificate(
+                subject=subject_of(ca.subject), public_key=key.public_key(),
+                issuer_cert=issuer.certificate if issuer else None,
+                issuer_key=issuer.key if issuer else key, signature_algorithm=None,
+                not_before=not_before, not_after=not_after, path_length=ca.max_path_length, serial=serial,
+            )
+        except (KmsError, _Refused) as exc:
+            message = str(exc)
+            await db.fail(conn, ca_id, message)
+            await audit.record(conn, project_id=ca.project_id, actor="worker", action="ca.create.failed",
+                               subject_type="ca", subject_id=str(ca_id), details={"error": message})
+            await db.notify(conn, f"ca:{ca_id}")
+            log.info("CA creation refused", extra={"ca_id": str(ca_id), "error": message})
+            return "failed"
+        sealed = await rt.keyring.seal(conn, ca.project_id, private_key_to_der(key), table=CA_TABLE, row_id=ca_id)
+        serial_hex = format(serial, "x")
+        await db.reserve_serial(conn, ca.parent_ca_id or ca_id, serial_hex)
+        await db.activate(
+            conn, ca_id, serial_number=serial_hex, not_before=not_before, not_after=not_after,
+            certificate_pem=x509_builder.to_pem(cert),
+            chain_pem=x509_builder.chain_pem(issuer.chain) if issuer else "",
+            encrypted_private_key=sealed,
+        )
+        # Every signature is audited, in the same transaction as the certificate (DESIGN.md 4.5).
+        await audit.record(conn, project_id=ca.project_id, actor="worker", action="certificate.sign",
+                           subject_type="ca", subject_id=str(ca_id),
+                           details={"serial": serial_hex, "issuer": str(ca.parent_ca_id or ca_id),
+                                    "subject": cert.subject.rfc4514_string()})
+        await db.notify(conn, f"ca:{ca_id}")
+    log.info("CA created", extra={"ca_id": str(ca_id), "serial": serial_hex})
+    return "active"
+
+
+class _Refused(Exception):
+    """A CA that can never be created as requested (permanent, not retried)."""

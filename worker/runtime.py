@@ -1,0 +1,55 @@
+"""Per-process runtime of a worker: one event loop, one asyncpg pool and one key ring.
+
+Celery tasks are synchronous; each pool process runs its async work on a loop of its own, created
+lazily after the fork (a loop or a pool must never cross a fork).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import asyncpg
+
+from shared.config import Settings, get_settings
+from shared.db.pool import create_pool
+from shared.keyring import KeyRing, root_key_from
+
+T = TypeVar("T")
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keyring = KeyRing(root_key_from(settings))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._pid = 0
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None or self._pid != os.getpid():
+            self._loop = asyncio.new_event_loop()
+            self._pool = None
+            self._pid = os.getpid()
+        return self._loop
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=4)
+        return self._pool
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(get_settings())
+    return _runtime
