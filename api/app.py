@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from api import auth, authorities, ops, profiles
+from api import auth, authorities, certificates, ops, profiles
 from api.broker import Broker
-from api.context import BROKER, DB, ENDPOINTS, KEYRING, METRICS, NOTIFICATIONS, SETTINGS
+from api.context import BROKER, DB, ENDPOINTS, ISSUING_CONTEXTS, KEYRING, METRICS, NOTIFICATIONS, SETTINGS
 from api.metrics import Metrics
 from api.middleware import auth_middleware, body_limit_middleware, error_middleware, metrics_middleware
 from api.notifications import Notifications
@@ -16,8 +16,9 @@ from api.routing import Routes
 from shared.config import Settings
 from shared.db.pool import create_pool
 from shared.keyring import KeyRing, root_key_from
+from shared.profiles import IssuingContextCache
 
-ROUTE_TABLES: list[Routes] = [ops.routes, auth.routes, authorities.routes, profiles.routes]
+ROUTE_TABLES: list[Routes] = [ops.routes, auth.routes, authorities.routes, profiles.routes, certificates.routes]
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -29,6 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     # The API opens server-generated leaf keys for callers allowed to read them (never CA keys), so it
     # needs the root key; without one it refuses to start.
     app[KEYRING] = KeyRing(root_key_from(settings))
+    app[ISSUING_CONTEXTS] = IssuingContextCache()
     app[METRICS] = Metrics()
     app[ENDPOINTS] = [ep for table in ROUTE_TABLES for ep in table.endpoints]
     for table in ROUTE_TABLES:

@@ -9,7 +9,7 @@ from aiohttp import web
 from api.auth import current_identity
 from api.body import parse, path_uuid, query_uuid
 from api.context import BROKER, DB, NOTIFICATIONS, SETTINGS
-from api.routing import Routes
+from api.routing import Routes, absolute_url
 from shared import access, tasks
 from shared.authorities import CaCertificate, CaList, CaView, CreateCaBody, UpdateCaBody, record_ca
 from shared.db import audit
@@ -53,7 +53,7 @@ async def create(request: web.Request) -> web.Response:
                 break
             await wait(min(remaining, 1.0))
             ca = await db.get(pool, ca.id) or ca
-    location = f"{request.app[SETTINGS].public_url}{BASE}/{ca.id}"
+    location = absolute_url(request, request.app[SETTINGS].public_url, f"{BASE}/{ca.id}")
     status = 202 if ca.status == "pending" else 201
     headers = {"Location": location}
     if status == 202:

@@ -11,6 +11,7 @@ from api.notifications import Notifications
 from api.routing import Endpoint
 from shared.config import Settings
 from shared.keyring import KeyRing
+from shared.profiles import IssuingContextCache
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", asyncpg.Pool)
@@ -19,6 +20,7 @@ METRICS = web.AppKey("metrics", Metrics)
 ENDPOINTS = web.AppKey("endpoints", list[Endpoint])
 NOTIFICATIONS = web.AppKey("notifications", Notifications)
 KEYRING = web.AppKey("keyring", KeyRing)
+ISSUING_CONTEXTS = web.AppKey("issuing_contexts", IssuingContextCache)
 
 # Request-scoped values live in the request mapping under these names.
 REQUEST_ID = "kms.request_id"

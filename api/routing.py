@@ -62,6 +62,12 @@ class Routes:
             app.router.add_route(ep.method, ep.path, ep.handler)
 
 
+def absolute_url(request: web.Request, base: str | None, path: str) -> str:
+    """``path`` under KMS_PUBLIC_URL, or under the scheme and host the request came to."""
+    origin = base.rstrip("/") if base else f"{request.scheme}://{request.host}"
+    return origin + path
+
+
 def is_public(endpoints: list[Endpoint], method: str, canonical_path: str) -> bool:
     return any(ep.public and ep.method == method and ep.path == canonical_path for ep in endpoints)
 

@@ -20,7 +20,8 @@ class Settings(BaseSettings):
     root_key_file: Path | None = None
     # True only under `kms-pki dev`: allows the generated dev root key.
     dev_mode: bool = False
-    public_url: str = "http://127.0.0.1:8080"
+    # The API's external base URL, for Location headers; unset, the request's own scheme and host are used.
+    public_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     log_level: str = "INFO"

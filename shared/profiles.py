@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -136,3 +137,51 @@ def slug_taken(slug: str) -> Conflict:
 
 def name_taken(name: str) -> Conflict:
     return Conflict(f"a policy named {name!r} already exists in this project", [FieldError("name", "in use")])
+
+
+class IssuingContext:
+    """What issuance needs from a profile: the profile, its policy's rules, its defaults, its CA's state.
+
+    The API caches these for a couple of seconds (a changed policy is still enforced by the worker,
+    which always reads the current one: DESIGN.md invariant 6).
+    """
+
+    def __init__(self, profile: ProfileRow, rules: PolicyRules, defaults: ProfileDefaults,
+                 ca_status: str | None) -> None:
+        self.profile = profile
+        self.rules = rules
+        self.defaults = defaults
+        self.ca_status = ca_status
+
+
+async def load_issuing_context(conn: Executor, profile_id: UUID, project_id: UUID | None = None
+                               ) -> IssuingContext | None:
+    profile = await db.get_profile(conn, profile_id, project_id)
+    if profile is None:
+        return None
+    policy = await db.get_policy(conn, profile.certificate_policy_id)
+    assert policy is not None  # a foreign key guarantees it
+    ca_status = None
+    if profile.ca_id is not None:
+        ca = await ca_db.get(conn, profile.ca_id)
+        ca_status = ca.status if ca else None
+    return IssuingContext(profile, PolicyRules.model_validate(policy.rules),
+                          ProfileDefaults.model_validate(profile.defaults), ca_status)
+
+
+class IssuingContextCache:
+    def __init__(self, ttl_seconds: float = 2.0) -> None:
+        self._ttl = ttl_seconds
+        self._entries: dict[UUID, tuple[float, IssuingContext]] = {}
+
+    async def get(self, conn: Executor, profile_id: UUID) -> IssuingContext | None:
+        now = time.monotonic()
+        hit = self._entries.get(profile_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        ctx = await load_issuing_context(conn, profile_id)
+        if ctx is not None:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[profile_id] = (now + self._ttl, ctx)
+        return ctx

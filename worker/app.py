@@ -10,14 +10,18 @@ from celery.signals import setup_logging
 from shared.config import get_settings
 from shared.keyring import root_key_from
 from shared.logging import configure_logging
-from shared.tasks import celery_config
+from shared.tasks import RECONCILE, celery_config
 
 settings = get_settings()
 # Refuse to start without a root key: a worker that cannot seal keys must not sign anything.
 root_key_from(settings)
 app = Celery("kms-worker")
 app.conf.update(celery_config(settings.broker_url))
-app.conf.beat_schedule = {}
+app.conf.beat_schedule = {
+    "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval_seconds,
+                  # A reconcile that could not run in time is pointless later: the next one covers it.
+                  "options": {"expires": settings.reconcile_interval_seconds * 2}},
+}
 app.conf.include = ["worker.tasks"]
 
 

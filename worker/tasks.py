@@ -11,14 +11,14 @@ from uuid import UUID
 import asyncpg
 
 from shared import tasks as names
-from worker import authorities
+from worker import authorities, issuance, reconciler
 from worker.app import app
 from worker.ca_keys import CaKeyCache
 from worker.runtime import runtime
 
 TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
              asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.SerializationError,
-             asyncpg.DeadlockDetectedError)
+             asyncpg.DeadlockDetectedError, asyncpg.AdminShutdownError)
 
 _ca_keys: CaKeyCache | None = None
 
@@ -30,10 +30,36 @@ def ca_keys() -> CaKeyCache:
     return _ca_keys
 
 
+def _backoff(retries: int) -> float:
+    return float(min(2 ** retries, 30))
+
+
 @app.task(name=names.CREATE_CA, bind=True, max_retries=8)
 def create_ca(self, ca_id: str) -> str:  # type: ignore[no-untyped-def]
     rt = runtime()
     try:
         return rt.run(authorities.create_ca(rt, ca_keys(), UUID(ca_id)))
     except TRANSIENT as exc:
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@app.task(name=names.ISSUE_CERTIFICATE, bind=True, max_retries=5)
+def issue_certificate(self, request_id: str) -> str:  # type: ignore[no-untyped-def]
+    rt = runtime()
+    try:
+        return rt.run(issuance.issue(rt, ca_keys(), UUID(request_id)))
+    except TRANSIENT as exc:
+        # After the last retry the request stays pending; the reconciler re-sends it, and gives up
+        # with a reason after max_attempts claims.
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@app.task(name=names.RECONCILE, ignore_result=True)
+def reconcile() -> dict[str, int]:
+    rt = runtime()
+    result = rt.run(reconciler.reconcile(
+        rt,
+        send_request=lambda rid: issue_certificate.apply_async(args=[rid]),
+        send_ca=lambda cid: create_ca.apply_async(args=[cid]),
+    ))
+    return {"requeued": result.requeued, "gaveUp": result.gave_up, "casRequeued": result.cas_requeued}

@@ -1,0 +1,245 @@
+"""Issuance: ``/api/v1/cert-manager/certificates`` and its certificate requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from uuid import UUID
+
+from aiohttp import web
+
+from api.auth import current_identity
+from api.body import parse, path_uuid, query_int, query_uuid
+from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
+from api.routing import Routes, absolute_url
+from shared import access, tasks
+from shared.db import Executor
+from shared.db import requests as db
+from shared.db.identities import Identity
+from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
+from shared.errors import BadRequest, Conflict, FieldError, NotFound, PolicyViolation
+from shared.evaluation import IssueAttributes, evaluate_request
+from shared.issuance import (
+    MAX_WAIT_SECONDS,
+    CertificateBody,
+    CertificateRequestList,
+    CertificateRequestView,
+    CertificateView,
+    IssueBody,
+    PrivateKeyBody,
+    check_idempotency_key,
+    decode_cursor,
+    encode_cursor,
+    request_fingerprint,
+)
+from shared.keys import load_private_key_der, private_key_to_pem
+
+routes = Routes("certificates")
+log = logging.getLogger("kms.api")
+BASE = "/api/v1/cert-manager/certificates"
+REQUESTS = BASE + "/certificate-requests"
+FINAL = ("issued", "failed")
+RETRY_AFTER = "1"
+WAIT_QUERY = {"wait": f"seconds to wait for the outcome (0-{MAX_WAIT_SECONDS})"}
+
+
+def _wait_seconds(request: web.Request) -> int:
+    return query_int(request, "wait", default=0, low=0, high=MAX_WAIT_SECONDS)
+
+
+async def _private_key(conn: Executor, request: web.Request, identity: Identity, cert: CertificateRow | None
+                       ) -> str | None:
+    if cert is None or cert.encrypted_private_key is None or not access.can_read_private_keys(identity):
+        return None
+    der = await request.app[KEYRING].open(conn, cert.project_id, cert.encrypted_private_key, table="certificates",
+                                          row_id=cert.id)
+    return private_key_to_pem(load_private_key_der(der)).decode()
+
+
+async def _await_outcome(request: web.Request, request_id: UUID, project_id: UUID, wait: float,
+                         first: RequestWithCertificate | None = None) -> RequestWithCertificate:
+    """Read the request; if it is not final and the caller waits, sleep on LISTEN/NOTIFY until it is
+    (or the time is up), then read again. Nothing depends on the notification arriving."""
+    pool = request.app[DB]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    async with request.app[NOTIFICATIONS].subscription(f"req:{request_id}") as wake:
+        found = first or await db.request_with_certificate(pool, request_id, project_id)
+        if found is None:
+            raise NotFound("no such certificate request")
+        while found.request.status not in FINAL and loop.time() < deadline:
+            await wake(deadline - loop.time())
+            found = await db.request_with_certificate(pool, request_id, project_id) or found
+    return found
+
+
+async def _render(request: web.Request, identity: Identity, found: RequestWithCertificate, *,
+                  status: int | None = None) -> web.Response:
+    pool = request.app[DB]
+    async with pool.acquire() as conn:
+        key = await _private_key(conn, request, identity, found.certificate)
+    view = CertificateRequestView.of(found.request, found.certificate, key)
+    final = found.request.status in FINAL
+    headers = {"Location": absolute_url(request, request.app[SETTINGS].public_url, f"{REQUESTS}/{found.request.id}")}
+    if not final:
+        headers["Retry-After"] = RETRY_AFTER
+    return web.json_response(view.to_json(), status=status or 200, headers=headers)
+
+
+async def _enqueue(request: web.Request, request_id: UUID) -> None:
+    try:
+        await request.app[BROKER].send(tasks.ISSUE_CERTIFICATE, [str(request_id)])
+    except Exception as exc:  # the row is the truth: the reconciler will enqueue it (DESIGN.md 4.1)
+        log.warning("enqueue failed; the reconciler will retry", extra={
+            "certificate_request_id": str(request_id), "error": f"{type(exc).__name__}: {exc}"})
+
+
+@routes.route("POST", BASE, summary="Request a certificate (answers at once with a request id)", body=IssueBody,
+              response=CertificateRequestView, status=202, query=WAIT_QUERY)
+async def issue(request: web.Request) -> web.Response:
+    wait = _wait_seconds(request)
+    idempotency_key = check_idempotency_key(request.headers.get("Idempotency-Key"))
+    body = await parse(request, IssueBody)
+    identity = current_identity(request)
+    pool = request.app[DB]
+    ctx = await request.app[ISSUING_CONTEXTS].get(pool, body.profile_id)
+    if ctx is None or ctx.profile.project_id != identity.project_id:
+        raise NotFound("no such certificate profile", [FieldError("profileId", "no such profile in this project")])
+    access.authorize(identity, ctx.profile.project_id, "issuer")
+    if ctx.profile.issuer_type == "ca" and ctx.ca_status != "active":
+        raise PolicyViolation([FieldError("profileId", f"the profile's CA is {ctx.ca_status}; it signs nothing")])
+    # Validate now for a fast, complete 4xx; the worker evaluates the stored input again before signing.
+    evaluate_request(rules=ctx.rules, defaults=ctx.defaults, attributes=body.attributes, csr_pem=body.csr,
+                     now=datetime.now(UTC))
+    fingerprint = request_fingerprint(body) if idempotency_key else None
+    row = await db.insert_request(
+        pool, project_id=ctx.profile.project_id, profile_id=ctx.profile.id, csr_pem=body.csr,
+        attributes=body.stored_attributes(), server_key=body.csr is None,
+        remove_roots=body.remove_roots_from_chain, requested_by=identity.id, idempotency_key=idempotency_key,
+        request_hash=fingerprint)
+    if row is None:
+        assert idempotency_key is not None
+        existing = await db.request_by_idempotency_key(pool, ctx.profile.project_id, idempotency_key)
+        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
+            raise Conflict("idempotency key conflict; retry")
+        if existing.request_hash != fingerprint:
+            raise Conflict("this Idempotency-Key was used with a different request body",
+                           [FieldError("Idempotency-Key", "already used with another body")])
+        row = existing
+    else:
+        await _enqueue(request, row.id)
+    return await _answer(request, identity, row, wait)
+
+
+async def _answer(request: web.Request, identity: Identity, row: RequestRow, wait: float) -> web.Response:
+    found = await _await_outcome(request, row.id, row.project_id, wait, RequestWithCertificate(row, None)
+                                 if row.status not in FINAL else None)
+    return await _render(request, identity, found, status=201 if found.request.status == "issued" else 202)
+
+
+@routes.route("GET", REQUESTS + "/{requestId}", summary="A certificate request (long-poll with ?wait=N)",
+              response=CertificateRequestView, query=WAIT_QUERY)
+async def get_request(request: web.Request) -> web.Response:
+    wait = _wait_seconds(request)
+    identity = current_identity(request)
+    found = await _await_outcome(request, path_uuid(request, "requestId"), identity.project_id, wait)
+    access.authorize(identity, found.request.project_id, "viewer")
+    return await _render(request, identity, found)
+
+
+@routes.route("GET", REQUESTS, summary="List certificate requests, newest first",
+              response=CertificateRequestList,
+              query={"projectId": "project", "status": "pending|processing|issued|failed",
+                     "limit": "1-500 (50)", "cursor": "nextCursor of the previous page"})
+async def list_requests(request: web.Request) -> web.Response:
+    project_id = query_uuid(request, "projectId")
+    assert project_id is not None
+    access.authorize(current_identity(request), project_id, "viewer")
+    status = request.query.get("status")
+    if status is not None and status not in ("pending", "processing", "issued", "failed"):
+        raise BadRequest("status must be pending, processing, issued or failed", [FieldError("status", "invalid")])
+    limit = query_int(request, "limit", default=50, low=1, high=500)
+    cursor = request.query.get("cursor")
+    rows = await db.list_requests(request.app[DB], project_id, status=status, limit=limit,
+                                  after=decode_cursor(cursor) if cursor else None)
+    page = CertificateRequestList(items=[CertificateRequestView.of(r, None) for r in rows],
+                                  next_cursor=encode_cursor(rows[-1]) if len(rows) == limit else None)
+    return web.json_response(page.to_json())
+
+
+async def _certificate(request: web.Request) -> CertificateRow:
+    identity = current_identity(request)
+    cert = await db.get_certificate(request.app[DB], path_uuid(request, "certificateId"), identity.project_id)
+    if cert is None:
+        raise NotFound("no such certificate")
+    access.authorize(identity, cert.project_id, "viewer")
+    return cert
+
+
+@routes.route("GET", BASE + "/{certificateId}", summary="A certificate's metadata", response=CertificateView)
+async def get_certificate(request: web.Request) -> web.Response:
+    return web.json_response(CertificateView.of(await _certificate(request)).to_json())
+
+
+def _body(cert: CertificateRow, private_key: str | None = None) -> CertificateBody:
+    return CertificateBody(certificate=cert.certificate_pem, certificate_chain=cert.chain_pem,
+                           issuing_ca_certificate=cert.issuing_ca_pem, serial_number=cert.serial_number,
+                           private_key=private_key)
+
+
+@routes.route("GET", BASE + "/{certificateId}/certificate", summary="The certificate and its chain (PEM)",
+              response=CertificateBody)
+async def get_certificate_pem(request: web.Request) -> web.Response:
+    return web.json_response(_body(await _certificate(request)).to_json())
+
+
+@routes.route("GET", BASE + "/{certificateId}/bundle",
+              summary="Certificate, chain and (for server-generated keys, to issuer and admin) the private key",
+              response=CertificateBody)
+async def get_bundle(request: web.Request) -> web.Response:
+    cert = await _certificate(request)
+    async with request.app[DB].acquire() as conn:
+        key = await _private_key(conn, request, current_identity(request), cert)
+    return web.json_response(_body(cert, key).to_json())
+
+
+@routes.route("GET", BASE + "/{certificateId}/private-key", summary="The private key the server generated",
+              response=PrivateKeyBody)
+async def get_private_key(request: web.Request) -> web.Response:
+    cert = await _certificate(request)
+    identity = current_identity(request)
+    access.authorize(identity, cert.project_id, "issuer")
+    if cert.encrypted_private_key is None:
+        raise NotFound("this certificate was issued from a CSR; the service never held its private key")
+    async with request.app[DB].acquire() as conn:
+        key = await _private_key(conn, request, identity, cert)
+    assert key is not None
+    return web.json_response(PrivateKeyBody(private_key=key).to_json())
+
+
+@routes.route("POST", BASE + "/{certificateId}/renew",
+              summary="Renew a server-key certificate: same profile and names, a new key", status=202,
+              response=CertificateRequestView, query=WAIT_QUERY)
+async def renew(request: web.Request) -> web.Response:
+    wait = _wait_seconds(request)
+    cert = await _certificate(request)
+    identity = current_identity(request)
+    access.authorize(identity, cert.project_id, "issuer")
+    pool = request.app[DB]
+    original = await db.get_request(pool, cert.request_id, cert.project_id)
+    assert original is not None
+    if not original.server_key or cert.encrypted_private_key is None:
+        raise PolicyViolation([FieldError("certificateId", "only certificates whose key the server generated can be "
+                                                           "renewed here; submit a new CSR to the issue endpoint")])
+    ctx = await request.app[ISSUING_CONTEXTS].get(pool, cert.profile_id)
+    assert ctx is not None
+    attributes = IssueAttributes.model_validate(original.attributes or {})
+    evaluate_request(rules=ctx.rules, defaults=ctx.defaults, attributes=attributes, csr_pem=None,
+                     now=datetime.now(UTC))
+    row = await db.insert_request(
+        pool, project_id=cert.project_id, profile_id=cert.profile_id, csr_pem=None, attributes=original.attributes,
+        server_key=True, remove_roots=original.remove_roots, requested_by=identity.id, renewal_of=cert.id)
+    assert row is not None
+    await _enqueue(request, row.id)
+    return await _answer(request, identity, row, wait)

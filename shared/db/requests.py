@@ -1,0 +1,204 @@
+"""Certificate requests and certificates: every SQL statement of the issuance path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from shared.db import Executor
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    id: UUID
+    project_id: UUID
+    profile_id: UUID
+    status: str
+    csr_pem: str | None
+    attributes: dict[str, Any] | None
+    server_key: bool
+    remove_roots: bool
+    idempotency_key: str | None
+    request_hash: bytes | None
+    renewal_of: UUID | None
+    claim_token: UUID | None
+    attempts: int
+    last_error: str | None
+    error_message: str | None
+    certificate_id: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class CertificateRow:
+    id: UUID
+    project_id: UUID
+    profile_id: UUID
+    request_id: UUID
+    ca_id: UUID | None
+    serial_number: str
+    common_name: str | None
+    key_algorithm: str
+    certificate_pem: str
+    chain_pem: str
+    issuing_ca_pem: str | None
+    not_before: datetime
+    not_after: datetime
+    encrypted_private_key: bytes | None
+    renewed_from_id: UUID | None
+    renewed_by_id: UUID | None
+    created_at: datetime
+
+
+_REQ_COLS = ", ".join(RequestRow.__dataclass_fields__)
+_CERT_COLS = ", ".join(CertificateRow.__dataclass_fields__)
+
+
+def _request(row: Any) -> RequestRow:
+    return RequestRow(**{k: row[k] for k in RequestRow.__dataclass_fields__})
+
+
+def _certificate(row: Any) -> CertificateRow:
+    return CertificateRow(**{k: row[k] for k in CertificateRow.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class RequestWithCertificate:
+    request: RequestRow
+    certificate: CertificateRow | None
+
+
+async def insert_request(
+    conn: Executor, *, project_id: UUID, profile_id: UUID, csr_pem: str | None,
+    attributes: dict[str, Any] | None, server_key: bool, remove_roots: bool, requested_by: UUID | None,
+    idempotency_key: str | None = None, request_hash: bytes | None = None, renewal_of: UUID | None = None,
+) -> RequestRow | None:
+    """The new pending request; None when the idempotency key is already used in the project."""
+    row = await conn.fetchrow(
+        f"INSERT INTO certificate_requests (project_id, profile_id, csr_pem, attributes, server_key, remove_roots,"
+        f" requested_by, idempotency_key, request_hash, renewal_of)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        f" ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+        f" RETURNING {_REQ_COLS}",
+        project_id, profile_id, csr_pem, attributes, server_key, remove_roots, requested_by, idempotency_key,
+        request_hash, renewal_of)
+    return None if row is None else _request(row)
+
+
+async def request_by_idempotency_key(conn: Executor, project_id: UUID, key: str) -> RequestRow | None:
+    row = await conn.fetchrow(
+        f"SELECT {_REQ_COLS} FROM certificate_requests WHERE project_id = $1 AND idempotency_key = $2",
+        project_id, key)
+    return None if row is None else _request(row)
+
+
+async def get_request(conn: Executor, request_id: UUID, project_id: UUID | None = None) -> RequestRow | None:
+    row = await conn.fetchrow(
+        f"SELECT {_REQ_COLS} FROM certificate_requests WHERE id = $1 AND ($2::uuid IS NULL OR project_id = $2)",
+        request_id, project_id)
+    return None if row is None else _request(row)
+
+
+async def request_with_certificate(conn: Executor, request_id: UUID, project_id: UUID) -> RequestWithCertificate | None:
+    """One round trip for the poll path: the request and, once issued, its certificate."""
+    req_cols = ", ".join(f"r.{c} AS r_{c}" for c in RequestRow.__dataclass_fields__)
+    cert_cols = ", ".join(f"c.{c} AS c_{c}" for c in CertificateRow.__dataclass_fields__)
+    row = await conn.fetchrow(
+        f"SELECT {req_cols}, {cert_cols} FROM certificate_requests r"
+        f" LEFT JOIN certificates c ON c.request_id = r.id WHERE r.id = $1 AND r.project_id = $2",
+        request_id, project_id)
+    if row is None:
+        return None
+    request = RequestRow(**{k: row[f"r_{k}"] for k in RequestRow.__dataclass_fields__})
+    cert = None if row["c_id"] is None else CertificateRow(
+        **{k: row[f"c_{k}"] for k in CertificateRow.__dataclass_fields__})
+    return RequestWithCertificate(request, cert)
+
+
+async def list_requests(conn: Executor, project_id: UUID, *, status: str | None, limit: int,
+                        after: tuple[datetime, UUID] | None) -> list[RequestRow]:
+    """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
+    rows = await conn.fetch(
+        f"SELECT {_REQ_COLS} FROM certificate_requests WHERE project_id = $1 AND ($2::text IS NULL OR status = $2)"
+        f" AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))"
+        f" ORDER BY created_at DESC, id DESC LIMIT $5",
+        project_id, status, after[0] if after else None, after[1] if after else None, limit)
+    return [_request(r) for r in rows]
+
+
+async def claim(conn: Executor, request_id: UUID, token: UUID, lease_seconds: float) -> RequestRow | None:
+    """pending -> processing, or take back a processing request whose lease expired. Exactly one caller
+    wins: the guarded UPDATE is atomic, and the winner's ``token`` is the only one that can finish it."""
+    row = await conn.fetchrow(
+        f"UPDATE certificate_requests SET status = 'processing', claim_token = $2, attempts = attempts + 1,"
+        f" lease_expires_at = now() + make_interval(secs => $3), updated_at = now()"
+        f" WHERE id = $1 AND (status = 'pending' OR (status = 'processing' AND lease_expires_at < now()))"
+        f" RETURNING {_REQ_COLS}",
+        request_id, token, lease_seconds)
+    return None if row is None else _request(row)
+
+
+async def finish_issued(conn: Executor, request_id: UUID, token: UUID, certificate_id: UUID) -> bool:
+    done = await conn.fetchval(
+        "UPDATE certificate_requests SET status = 'issued', certificate_id = $3, lease_expires_at = NULL,"
+        " last_error = NULL, updated_at = now() WHERE id = $1 AND status = 'processing' AND claim_token = $2"
+        " RETURNING id", request_id, token, certificate_id)
+    return done is not None
+
+
+async def finish_failed(conn: Executor, request_id: UUID, token: UUID | None, message: str) -> bool:
+    """Ends a request failed; with ``token`` None (the reconciler giving up) any open request qualifies."""
+    done = await conn.fetchval(
+        "UPDATE certificate_requests SET status = 'failed', error_message = $3, lease_expires_at = NULL,"
+        " updated_at = now() WHERE id = $1 AND status IN ('pending', 'processing')"
+        " AND ($2::uuid IS NULL OR claim_token = $2) RETURNING id", request_id, token, message)
+    return done is not None
+
+
+async def release(conn: Executor, request_id: UUID, token: UUID, error: str) -> None:
+    """A transient failure: back to pending (the retry or the reconciler takes it again)."""
+    await conn.execute(
+        "UPDATE certificate_requests SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,"
+        " last_error = $3, updated_at = now() WHERE id = $1 AND status = 'processing' AND claim_token = $2",
+        request_id, token, error)
+
+
+async def insert_certificate(conn: Executor, cert: CertificateRow) -> None:
+    await conn.execute(
+        f"INSERT INTO certificates ({_CERT_COLS}) VALUES"
+        f" ({', '.join(f'${i}' for i in range(1, len(CertificateRow.__dataclass_fields__) + 1))})",
+        *(getattr(cert, k) for k in CertificateRow.__dataclass_fields__))
+
+
+async def link_renewal(conn: Executor, old_id: UUID, new_id: UUID) -> None:
+    await conn.execute("UPDATE certificates SET renewed_by_id = $2 WHERE id = $1", old_id, new_id)
+
+
+async def get_certificate(conn: Executor, certificate_id: UUID, project_id: UUID) -> CertificateRow | None:
+    row = await conn.fetchrow(
+        f"SELECT {_CERT_COLS} FROM certificates WHERE id = $1 AND project_id = $2", certificate_id, project_id)
+    return None if row is None else _certificate(row)
+
+
+@dataclass(frozen=True)
+class StaleRequest:
+    id: UUID
+    attempts: int
+    last_error: str | None
+
+
+async def stale_open_requests(conn: Executor, older_than_seconds: float, limit: int) -> list[StaleRequest]:
+    """Requests pending with no progress for a while, or processing past their lease."""
+    rows = await conn.fetch(
+        "SELECT id, attempts, last_error FROM certificate_requests"
+        " WHERE status IN ('pending', 'processing') AND updated_at < now() - make_interval(secs => $1)"
+        " AND (status = 'pending' OR lease_expires_at < now())"
+        " ORDER BY updated_at LIMIT $2", older_than_seconds, limit)
+    return [StaleRequest(r["id"], r["attempts"], r["last_error"]) for r in rows]
+
+
+async def touch_requests(conn: Executor, ids: list[UUID]) -> None:
+    await conn.execute("UPDATE certificate_requests SET updated_at = now() WHERE id = ANY($1::uuid[])", ids)

@@ -1,0 +1,69 @@
+"""Issuers: who signs a certificate template. One small protocol, one adapter per kind of issuer.
+
+External CAs (ACME, another vendor's CA) will be further adapters; they are network-bound and will run on
+the ``kms.external`` queue so a slow external CA cannot starve local signing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from cryptography import x509
+
+from shared import x509_builder
+from shared.errors import FieldError, PolicyViolation
+from shared.keys import PrivateKey, PublicKey
+from shared.template import CertificateTemplate
+from worker.ca_keys import SigningCa
+
+
+@dataclass(frozen=True)
+class Signed:
+    certificate: x509.Certificate
+    chain: list[x509.Certificate]  # issuer first, up to the root; empty when self-signed
+    serial: int
+    issuer_id_for_serial: object  # the CA id (or the certificate id when self-signed)
+
+
+class Issuer(Protocol):
+    def issue(self, template: CertificateTemplate, public_key: PublicKey, private_key: PrivateKey | None,
+              *, backdate: timedelta) -> Signed: ...
+
+
+class InternalCaIssuer:
+    """Signs with one of the project's internal CAs (its key decrypted in this worker only)."""
+
+    def __init__(self, ca: SigningCa) -> None:
+        if ca.authority.status != "active":
+            raise PolicyViolation([FieldError("profileId", f"CA {ca.authority.name!r} is {ca.authority.status}; "
+                                                           "it signs nothing")])
+        self.ca = ca
+
+    def issue(self, template: CertificateTemplate, public_key: PublicKey, private_key: PrivateKey | None,
+              *, backdate: timedelta) -> Signed:
+        not_before, not_after = x509_builder.resolve_validity(
+            template.validity, now=datetime.now(UTC), backdate=backdate,
+            issuer_not_after=self.ca.certificate.not_valid_after_utc)
+        serial = x509_builder.new_serial()
+        cert = x509_builder.build_leaf_certificate(
+            template=template, public_key=public_key, issuer_cert=self.ca.certificate, issuer_key=self.ca.key,
+            serial=serial, not_before=not_before, not_after=not_after)
+        return Signed(cert, self.ca.chain, serial, self.ca.authority.id)
+
+
+class SelfSignedIssuer:
+    """The certificate signs itself: only possible with a key the server generated."""
+
+    def issue(self, template: CertificateTemplate, public_key: PublicKey, private_key: PrivateKey | None,
+              *, backdate: timedelta) -> Signed:
+        if private_key is None:
+            raise PolicyViolation([FieldError("csr", "a self-signed profile needs a server-generated key; "
+                                                     "send attributes without a CSR")])
+        not_before, not_after = x509_builder.resolve_validity(
+            template.validity, now=datetime.now(UTC), backdate=backdate, issuer_not_after=None)
+        serial = x509_builder.new_serial()
+        cert = x509_builder.build_self_signed_certificate(
+            template=template, private_key=private_key, serial=serial, not_before=not_before, not_after=not_after)
+        return Signed(cert, [], serial, None)
