@@ -87,15 +87,10 @@ def run_dev(settings: Settings, *, port: int | None = None) -> int:
         subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO",
                           "--schedule", str(DEV_DIR / "celerybeat-schedule")], env=env),
     ]
-    base = f"http://{settings.api_host}:{settings.api_port}"
-    print(_banner(base, creds), flush=True)
     try:
-        from aiohttp import web
-
-        from api.app import create_app
-
-        web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port,
-                    access_log=None, print=None)
+        asyncio.run(_serve(settings, creds))
+    except KeyboardInterrupt:
+        pass
     finally:
         for child in children:
             child.send_signal(signal.SIGTERM)
@@ -107,16 +102,48 @@ def run_dev(settings: Settings, *, port: int | None = None) -> int:
     return 0
 
 
-def _banner(base: str, creds: dict[str, Any]) -> str:
-    return f"""
-Hanzo KMS PKI (dev) on {base}
-  project        {creds['projectId']}
-  client id      {creds['clientId']}
-  client secret  {creds['clientSecret']}
+async def _serve(settings: Settings, creds: dict[str, Any]) -> None:
+    """Serve the API, make the demo PKI through it (as a user would), print how to use it, run until ^C."""
+    from aiohttp import web
 
-Log in:
-  TOKEN=$(curl -s -X POST {base}/api/v1/auth/universal-auth/login \\
+    from api.app import create_app
+    from client.demo import ensure_demo_pki
+    from client.sdk import KmsClient
+
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.api_host, settings.api_port).start()
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    try:
+        async with KmsClient(base) as kms:
+            await kms.login(creds["clientId"], creds["clientSecret"])
+            profile = await ensure_demo_pki(kms, creds["projectId"])
+        print(_banner(base, creds, profile["id"]), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _banner(base: str, creds: dict[str, Any], profile_id: str) -> str:
+    login = (f"curl -s -X POST {base}/api/v1/auth/universal-auth/login -H 'Content-Type: application/json' "
+             f"-d '{{\"clientId\":\"{creds['clientId']}\",\"clientSecret\":\"{creds['clientSecret']}\"}}'")
+    return f"""
+Hanzo KMS PKI (dev) is running on {base}   (Ctrl-C stops it; state is kept in .kms-dev/ and the database)
+  project         {creds['projectId']}
+  client id       {creds['clientId']}
+  client secret   {creds['clientSecret']}
+  demo profile    {profile_id}  (demo-web: *.demo.internal, EC P-256, 30 days)
+
+Issue a certificate (the server makes the key; ?wait=10 returns it in the first answer):
+  TOKEN=$({login} | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+  curl -s -X POST '{base}/api/v1/cert-manager/certificates?wait=10' -H "Authorization: Bearer $TOKEN" \\
     -H 'Content-Type: application/json' \\
-    -d '{{"clientId":"{creds['clientId']}","clientSecret":"{creds['clientSecret']}"}}' \\
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+    -d '{{"profileId":"{profile_id}","attributes":{_DEMO_ATTRIBUTES}}}'
 """
+
+
+_DEMO_ATTRIBUTES = '{"commonName":"web.demo.internal","altNames":[{"type":"dns_name","value":"web.demo.internal"}]}'
