@@ -140,33 +140,25 @@ def name_taken(name: str) -> Conflict:
 
 
 class IssuingContext:
-    """What issuance needs from a profile: the profile, its policy's rules, its defaults, its CA's state.
+    """What issuance needs from a profile: the profile, its policy's rules, its defaults, its CA.
 
     The API caches these for a couple of seconds (a changed policy is still enforced by the worker,
     which always reads the current one: DESIGN.md invariant 6).
     """
 
-    def __init__(self, profile: ProfileRow, rules: PolicyRules, defaults: ProfileDefaults,
-                 ca_status: str | None) -> None:
-        self.profile = profile
-        self.rules = rules
-        self.defaults = defaults
-        self.ca_status = ca_status
+    def __init__(self, rows: db.IssuingRows) -> None:
+        self.profile = rows.profile
+        self.rules = PolicyRules.model_validate(rows.policy.rules)
+        self.defaults = ProfileDefaults.model_validate(rows.profile.defaults)
+        self.ca = rows.ca
+        self.ca_status: str | None = rows.ca.status if rows.ca is not None else None
+        self.ca_key = rows.ca_key
 
 
-async def load_issuing_context(conn: Executor, profile_id: UUID, project_id: UUID | None = None
+async def load_issuing_context(conn: Executor, profile_id: UUID, *, with_ca_key: bool = False
                                ) -> IssuingContext | None:
-    profile = await db.get_profile(conn, profile_id, project_id)
-    if profile is None:
-        return None
-    policy = await db.get_policy(conn, profile.certificate_policy_id)
-    assert policy is not None  # a foreign key guarantees it
-    ca_status = None
-    if profile.ca_id is not None:
-        ca = await ca_db.get(conn, profile.ca_id)
-        ca_status = ca.status if ca else None
-    return IssuingContext(profile, PolicyRules.model_validate(policy.rules),
-                          ProfileDefaults.model_validate(profile.defaults), ca_status)
+    rows = await db.issuing_rows(conn, profile_id, with_ca_key=with_ca_key)
+    return None if rows is None else IssuingContext(rows)
 
 
 class IssuingContextCache:

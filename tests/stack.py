@@ -23,6 +23,31 @@ PG_BASE = os.environ.get("KMS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_BASE = os.environ.get("KMS_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
+# Redis database numbers 2-15 are leased to stacks (0 is the dev default, 1 holds the leases), so stacks
+# running at the same time (parallel test runs, a benchmark beside the tests) never share a queue.
+_LEASE_KEY = "kms-test:redis-db:{}"
+
+
+def _lease_redis_db(owner: str) -> int:
+    import redis
+
+    leases = redis.Redis.from_url(f"{REDIS_BASE}/1")
+    for _ in range(600):
+        for n in range(2, 16):
+            if leases.set(_LEASE_KEY.format(n), owner, nx=True, ex=4 * 3600):
+                return n
+        time.sleep(0.5)
+    raise RuntimeError("no free Redis database number (2-15) for a test stack")
+
+
+def _release_redis_db(n: int, owner: str) -> None:
+    import redis
+
+    leases = redis.Redis.from_url(f"{REDIS_BASE}/1")
+    if leases.get(_LEASE_KEY.format(n)) == owner.encode():
+        leases.delete(_LEASE_KEY.format(n))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -34,7 +59,7 @@ class Stack:
         self.dir = Path(tempfile.mkdtemp(prefix=f"kms-{name}-"))
         self.db_name = f"kms_{name}_{secrets.token_hex(4)}"
         self.database_url = f"{PG_BASE}/{self.db_name}"
-        self.redis_db = secrets.randbelow(14) + 2  # 0 is the dev default, 1 is left alone
+        self.redis_db = _lease_redis_db(self.db_name)
         self.broker_url = f"{REDIS_BASE}/{self.redis_db}"
         root_key_file = self.dir / "root.key"
         root_key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
@@ -51,6 +76,8 @@ class Stack:
         }
         self.env.pop("KMS_ROOT_KEY", None)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._envs: dict[str, dict[str, str]] = {}
+        self.nodes: dict[str, str] = {}
         self.api_url = ""
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -67,6 +94,7 @@ class Stack:
         import redis
 
         redis.Redis.from_url(self.broker_url).flushdb()
+        _release_redis_db(self.redis_db, self.db_name)
 
     def log_path(self, name: str) -> Path:
         return self.dir / f"{name}.log"
@@ -76,6 +104,7 @@ class Stack:
         proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.processes[name] = proc
+        self._envs[name] = {**self.env, **(env or {})}
         return proc
 
     def start_api(self, *, port: int | None = None, env: dict[str, str] | None = None,
@@ -91,7 +120,8 @@ class Stack:
 
     def start_worker(self, *, name: str = "worker", concurrency: int = 2, extra: list[str] | None = None,
                      env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        node = f"{name}-{secrets.token_hex(3)}@%h"
+        node = f"{name}-{secrets.token_hex(3)}@{socket.gethostname()}"
+        self.nodes[name] = node
         proc = self.spawn(name, [
             sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel", "INFO",
             "--concurrency", str(concurrency), "-n", node, "-Q", "kms.signing,kms.external",
@@ -101,16 +131,29 @@ class Stack:
         return proc
 
     def wait_worker_ready(self, name: str = "worker", timeout: float = 60) -> None:
+        """Until the worker answers a broker ping (its log level may hide its "ready" line)."""
+        from celery import Celery
+
+        from shared.tasks import celery_config
+
+        node = self.nodes[name]
+        probe = Celery("probe", set_as_current=False)
+        probe.conf.update(celery_config(self.processes_env(name).get("KMS_BROKER_URL", self.broker_url)))
         deadline = time.monotonic() + timeout
         log = self.log_path(name)
-        while time.monotonic() < deadline:
-            if log.exists() and b" ready." in log.read_bytes():
-                return
-            proc = self.processes[name]
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited early:\n{log.read_text()[-4000:]}")
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} not ready in {timeout}s:\n{log.read_text()[-4000:]}")
+        try:
+            while time.monotonic() < deadline:
+                proc = self.processes[name]
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited early:\n{log.read_text()[-4000:]}")
+                if probe.control.ping(destination=[node], timeout=0.5):
+                    return
+            raise RuntimeError(f"{name} not ready in {timeout}s:\n{log.read_text()[-4000:]}")
+        finally:
+            probe.close()
+
+    def processes_env(self, name: str) -> dict[str, str]:
+        return self._envs.get(name, self.env)
 
     def start_beat(self, *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return self.spawn("beat", [

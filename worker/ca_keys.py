@@ -33,23 +33,27 @@ class SigningCa:
 class CaKeyCache:
     def __init__(self, ttl_seconds: float) -> None:
         self._ttl = ttl_seconds
-        self._entries: dict[UUID, tuple[float, bytes, PrivateKey]] = {}
+        # ca id -> (expiry, sealed key it came from, key, parsed certificate chain)
+        self._entries: dict[UUID, tuple[float, bytes, PrivateKey, list[x509.Certificate]]] = {}
 
     async def load(self, conn: Executor, keyring: KeyRing, ca_id: UUID) -> SigningCa | None:
         """The CA with its decrypted key, or None if it does not exist or has no key yet."""
         found = await db.signing_material(conn, ca_id)
         if found is None:
             return None
-        authority, blob = found
-        cached = self._entries.get(ca_id)
+        return await self.signing_ca(conn, keyring, *found)
+
+    async def signing_ca(self, conn: Executor, keyring: KeyRing, authority: Authority, blob: bytes) -> SigningCa:
+        """Decrypt (or take from the cache) the key of a CA row the caller has just read."""
+        cached = self._entries.get(authority.id)
         if cached is not None and cached[0] > time.monotonic() and cached[1] == blob:
-            key = cached[2]
+            _, _, key, chain = cached
         else:
-            der = await keyring.open(conn, authority.project_id, blob, table=CA_TABLE, row_id=ca_id)
+            der = await keyring.open(conn, authority.project_id, blob, table=CA_TABLE, row_id=authority.id)
             key = load_private_key_der(der)
-            self._entries[ca_id] = (time.monotonic() + self._ttl, blob, key)
-        assert authority.certificate_pem is not None
-        certificate = x509.load_pem_x509_certificate(authority.certificate_pem.encode())
-        chain = [certificate, *x509.load_pem_x509_certificates(authority.chain_pem.encode())] \
-            if authority.chain_pem else [certificate]
-        return SigningCa(authority, certificate, key, chain)
+            assert authority.certificate_pem is not None
+            chain = [x509.load_pem_x509_certificate(authority.certificate_pem.encode())]
+            if authority.chain_pem:
+                chain += x509.load_pem_x509_certificates(authority.chain_pem.encode())
+            self._entries[authority.id] = (time.monotonic() + self._ttl, blob, key, chain)
+        return SigningCa(authority, chain[0], key, chain)

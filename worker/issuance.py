@@ -72,7 +72,7 @@ async def _fail(conn: asyncpg.Connection, req: RequestRow, token: UUID | None, m
 async def _sign_and_store(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, req: RequestRow,
                           token: UUID) -> str:
     # Validate twice (DESIGN.md 4.6): the current profile and policy, the stored input, nothing from the queue.
-    ctx = await load_issuing_context(conn, req.profile_id)
+    ctx = await load_issuing_context(conn, req.profile_id, with_ca_key=True)
     if ctx is None:
         raise PolicyViolation([FieldError("profileId", "the certificate profile no longer exists")])
     attributes = IssueAttributes.model_validate(req.attributes) if req.attributes is not None else None
@@ -82,10 +82,9 @@ async def _sign_and_store(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connecti
     issuer: Issuer
     issuer_key_algorithm = template.key_algorithm
     if ctx.profile.issuer_type == "ca":
-        assert ctx.profile.ca_id is not None
-        ca = await cache.load(conn, rt.keyring, ctx.profile.ca_id)
-        if ca is None:
+        if ctx.ca is None or ctx.ca_key is None:
             raise PolicyViolation([FieldError("profileId", "the profile's CA has no key yet (still pending?)")])
+        ca = await cache.signing_ca(conn, rt.keyring, ctx.ca, ctx.ca_key)
         issuer = InternalCaIssuer(ca)
         issuer_key_algorithm = x509_builder.key_algorithm_of(ca.key)
     else:
@@ -117,31 +116,25 @@ async def _store(rt: Runtime, conn: asyncpg.Connection, req: RequestRow, token: 
         chain = chain[:-1]
     serial_hex = format(signed.serial, "x")
     cn = signed.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    async with conn.transaction():
-        sealed = None
-        if private_key is not None:
-            sealed = await rt.keyring.seal(conn, req.project_id, private_key_to_der(private_key), table=CERT_TABLE,
-                                           row_id=cert_id)
-        if not await db.finish_issued(conn, req.id, token, cert_id):
-            # Our lease ran out and another worker took the request: it decides, we store nothing.
-            raise _LostClaim()
-        await ca_db.reserve_serial(conn, ca_id or cert_id, serial_hex)
-        await db.insert_certificate(conn, CertificateRow(
-            id=cert_id, project_id=req.project_id, profile_id=req.profile_id, request_id=req.id, ca_id=ca_id,
-            serial_number=serial_hex, common_name=str(cn[0].value) if cn else None, key_algorithm=key_algorithm,
-            certificate_pem=x509_builder.to_pem(signed.certificate), chain_pem=x509_builder.chain_pem(chain),
-            issuing_ca_pem=x509_builder.to_pem(signed.chain[0]) if signed.chain else None,
-            not_before=signed.certificate.not_valid_before_utc, not_after=signed.certificate.not_valid_after_utc,
-            encrypted_private_key=sealed, renewed_from_id=req.renewal_of, renewed_by_id=None,
-            created_at=datetime.now(UTC)))
-        if req.renewal_of is not None:
-            await db.link_renewal(conn, req.renewal_of, cert_id)
-        # Every signature is audited in the transaction that stores it (DESIGN.md 4.5).
-        await audit.record(conn, project_id=req.project_id, actor="worker", action="certificate.sign",
-                           subject_type="certificate", subject_id=str(cert_id),
-                           details={"serial": serial_hex, "request": str(req.id),
-                                    "issuer": str(ca_id) if ca_id else "self-signed"})
-        await ca_db.notify(conn, f"req:{req.id}")
+    sealed = None
+    if private_key is not None:
+        sealed = await rt.keyring.seal(conn, req.project_id, private_key_to_der(private_key), table=CERT_TABLE,
+                                       row_id=cert_id)
+    row = CertificateRow(
+        id=cert_id, project_id=req.project_id, profile_id=req.profile_id, request_id=req.id, ca_id=ca_id,
+        serial_number=serial_hex, common_name=str(cn[0].value) if cn else None, key_algorithm=key_algorithm,
+        certificate_pem=x509_builder.to_pem(signed.certificate), chain_pem=x509_builder.chain_pem(chain),
+        issuing_ca_pem=x509_builder.to_pem(signed.chain[0]) if signed.chain else None,
+        not_before=signed.certificate.not_valid_before_utc, not_after=signed.certificate.not_valid_after_utc,
+        encrypted_private_key=sealed, renewed_from_id=req.renewal_of, renewed_by_id=None,
+        created_at=datetime.now(UTC))
+    # One statement: issued state, serial, certificate, renewal link, audit event (DESIGN.md 4.5), NOTIFY.
+    stored = await db.store_issued(conn, row, token=token, serial_issuer=ca_id or cert_id,
+                                   audit_details={"serial": serial_hex, "request": str(req.id),
+                                                  "issuer": str(ca_id) if ca_id else "self-signed"})
+    if not stored:
+        # Our lease ran out and another worker took the request: it decides, we store nothing.
+        raise _LostClaim()
     log.info("certificate issued", extra={"certificate_request_id": str(req.id), "serial": serial_hex})
     return "issued"
 

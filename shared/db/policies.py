@@ -138,6 +138,33 @@ async def update_profile(conn: Executor, profile_id: UUID, *, slug: str, descrip
     return None if row is None else _profile(row)
 
 
+@dataclass(frozen=True)
+class IssuingRows:
+    profile: ProfileRow
+    policy: PolicyRow
+    ca: Any | None  # shared.db.authorities.Authority
+    ca_key: bytes | None  # sealed CA key, only when asked for (worker)
+
+
+async def issuing_rows(conn: Executor, profile_id: UUID, *, with_ca_key: bool = False) -> IssuingRows | None:
+    """Profile, policy and CA of one profile in one round trip (the issuance hot path)."""
+    from shared.db.authorities import Authority
+
+    ca_fields = list(Authority.__dataclass_fields__)
+    cols = ", ".join([*(f"p.{c} AS p_{c}" for c in ProfileRow.__dataclass_fields__),
+                      *(f"y.{c} AS y_{c}" for c in PolicyRow.__dataclass_fields__),
+                      *(f"a.{c} AS a_{c}" for c in ca_fields),
+                      "a.encrypted_private_key AS a_key" if with_ca_key else "NULL::bytea AS a_key"])
+    row = await conn.fetchrow(
+        f"SELECT {cols} FROM certificate_profiles p JOIN certificate_policies y ON y.id = p.certificate_policy_id"
+        f" LEFT JOIN certificate_authorities a ON a.id = p.ca_id WHERE p.id = $1", profile_id)
+    if row is None:
+        return None
+    ca = None if row["a_id"] is None else Authority(**{c: row[f"a_{c}"] for c in ca_fields})
+    return IssuingRows(ProfileRow(**{c: row[f"p_{c}"] for c in ProfileRow.__dataclass_fields__}),
+                       PolicyRow(**{c: row[f"y_{c}"] for c in PolicyRow.__dataclass_fields__}), ca, row["a_key"])
+
+
 async def delete_profile(conn: Executor, profile_id: UUID, project_id: UUID) -> bool:
     done = await conn.fetchval(
         "DELETE FROM certificate_profiles WHERE id = $1 AND project_id = $2 RETURNING id", profile_id, project_id)

@@ -202,3 +202,38 @@ async def stale_open_requests(conn: Executor, older_than_seconds: float, limit: 
 
 async def touch_requests(conn: Executor, ids: list[UUID]) -> None:
     await conn.execute("UPDATE certificate_requests SET updated_at = now() WHERE id = ANY($1::uuid[])", ids)
+
+
+async def store_issued(conn: Executor, cert: CertificateRow, *, token: UUID, serial_issuer: UUID,
+                       audit_details: dict[str, Any]) -> bool:
+    """Everything a signature changes, in ONE statement (so one round trip, and atomic without an explicit
+    transaction): the request becomes issued (only for the holder of ``token``), the serial is reserved
+    for its issuer, the certificate is stored (unique per request), a renewed certificate is linked to
+    its successor, the signature is audited, and long-polling clients are notified on commit.
+    False when the claim was lost (nothing is written)."""
+    fields = list(CertificateRow.__dataclass_fields__)
+    params = ", ".join(f"${i}" for i in range(5, 5 + len(fields)))
+    n = 5 + len(fields)
+    done = await conn.fetchval(
+        f"""
+        WITH fin AS (
+            UPDATE certificate_requests SET status = 'issued', certificate_id = $1, lease_expires_at = NULL,
+                   last_error = NULL, updated_at = now()
+             WHERE id = $2 AND status = 'processing' AND claim_token = $3
+            RETURNING id, project_id),
+        serial AS (
+            INSERT INTO issued_serials (issuer_id, serial_number) SELECT $4, ${fields.index('serial_number') + 5}
+              FROM fin RETURNING 1),
+        cert AS (
+            INSERT INTO certificates ({", ".join(fields)}) SELECT {params} FROM fin RETURNING id, renewed_from_id),
+        renewal AS (
+            UPDATE certificates SET renewed_by_id = cert.id FROM cert WHERE certificates.id = cert.renewed_from_id
+            RETURNING 1),
+        audited AS (
+            INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)
+            SELECT fin.project_id, 'worker', 'certificate.sign', 'certificate', cert.id::text, ${n}
+              FROM fin, cert RETURNING 1)
+        SELECT count(*) FROM (SELECT pg_notify('kms_events', 'req:' || fin.id::text) FROM fin) notified
+        """,
+        cert.id, cert.request_id, token, serial_issuer, *(getattr(cert, f) for f in fields), audit_details)
+    return bool(done)
