@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from api import auth, authorities, certificates, ops, profiles
+from api import auth, authorities, batches, certificates, ops, profiles
 from api.broker import Broker
 from api.context import BROKER, DB, ENDPOINTS, ISSUING_CONTEXTS, KEYRING, METRICS, NOTIFICATIONS, SETTINGS
 from api.metrics import Metrics
@@ -18,13 +18,16 @@ from shared.db.pool import create_pool
 from shared.keyring import KeyRing, root_key_from
 from shared.profiles import IssuingContextCache
 
-ROUTE_TABLES: list[Routes] = [ops.routes, auth.routes, authorities.routes, profiles.routes, certificates.routes]
+ROUTE_TABLES: list[Routes] = [
+    ops.routes, auth.routes, authorities.routes, profiles.routes, certificates.routes, batches.routes,
+]
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware, body_limit_middleware, auth_middleware],
-        client_max_size=settings.max_body_bytes,
+        # Per-route limits are enforced while reading (api.body.read_body); this is the outer bound.
+        client_max_size=max(settings.max_body_bytes, settings.max_batch_body_bytes),
     )
     app[SETTINGS] = settings
     # The API opens server-generated leaf keys for callers allowed to read them (never CA keys), so it

@@ -9,7 +9,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import BadRequest, FieldError, NotFound
+from shared.errors import BadRequest, FieldError, NotFound, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -24,10 +24,24 @@ def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     return out
 
 
+BODY_LIMIT = "kms.body_limit"
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The body, refused with 413 as soon as it passes this route's limit (chunked bodies included)."""
+    limit: int = request.get(BODY_LIMIT, 1024 * 1024)
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        buf += chunk
+        if len(buf) > limit:
+            raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+    return bytes(buf)
+
+
 async def read_json(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise BadRequest(f"expected Content-Type application/json, got {request.content_type or 'none'}")
-    raw = await request.read()  # bounded by the app's client_max_size (413 beyond it)
+    raw = await read_body(request)
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

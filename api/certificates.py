@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from aiohttp import web
@@ -34,6 +35,7 @@ from shared.issuance import (
     request_fingerprint,
 )
 from shared.keys import load_private_key_der, private_key_to_pem
+from shared.profiles import IssuingContext
 
 routes = Routes("certificates")
 log = logging.getLogger("kms.api")
@@ -48,8 +50,9 @@ def _wait_seconds(request: web.Request) -> int:
     return query_int(request, "wait", default=0, low=0, high=MAX_WAIT_SECONDS)
 
 
-async def _private_key(conn: Executor, request: web.Request, identity: Identity, cert: CertificateRow | None
-                       ) -> str | None:
+async def private_key_pem(request: web.Request, conn: Executor, identity: Identity, cert: CertificateRow | None
+                          ) -> str | None:
+    """The server-generated key of ``cert`` in PEM, for callers whose role may read keys; else None."""
     if cert is None or cert.encrypted_private_key is None or not access.can_read_private_keys(identity):
         return None
     der = await request.app[KEYRING].open(conn, cert.project_id, cert.encrypted_private_key, table="certificates",
@@ -78,7 +81,7 @@ async def _render(request: web.Request, identity: Identity, found: RequestWithCe
                   status: int | None = None) -> web.Response:
     pool = request.app[DB]
     async with pool.acquire() as conn:
-        key = await _private_key(conn, request, identity, found.certificate)
+        key = await private_key_pem(request, conn, identity, found.certificate)
     view = CertificateRequestView.of(found.request, found.certificate, key)
     final = found.request.status in FINAL
     headers = {"Location": absolute_url(request, request.app[SETTINGS].public_url, f"{REQUESTS}/{found.request.id}")}
@@ -107,29 +110,44 @@ async def issue(request: web.Request) -> web.Response:
     if ctx is None or ctx.profile.project_id != identity.project_id:
         raise NotFound("no such certificate profile", [FieldError("profileId", "no such profile in this project")])
     access.authorize(identity, ctx.profile.project_id, "issuer")
-    if ctx.profile.issuer_type == "ca" and ctx.ca_status != "active":
-        raise PolicyViolation([FieldError("profileId", f"the profile's CA is {ctx.ca_status}; it signs nothing")])
+    fingerprint = request_fingerprint(body) if idempotency_key else None
+    if idempotency_key is not None:
+        # A retry is answered with the request it repeats, before any re-evaluation: the policy or the CA
+        # may have changed since, and a retry must not be refused for a request that was accepted (or issued).
+        existing = await db.request_by_idempotency_key(pool, ctx.profile.project_id, idempotency_key)
+        if existing is not None:
+            return await _answer(request, identity, _repeated(existing, fingerprint), wait)
+    _check_issuer_active(ctx)
     # Validate now for a fast, complete 4xx; the worker evaluates the stored input again before signing.
     evaluate_request(rules=ctx.rules, defaults=ctx.defaults, attributes=body.attributes, csr_pem=body.csr,
                      now=datetime.now(UTC))
-    fingerprint = request_fingerprint(body) if idempotency_key else None
     row = await db.insert_request(
         pool, project_id=ctx.profile.project_id, profile_id=ctx.profile.id, csr_pem=body.csr,
         attributes=body.stored_attributes(), server_key=body.csr is None,
         remove_roots=body.remove_roots_from_chain, requested_by=identity.id, idempotency_key=idempotency_key,
         request_hash=fingerprint)
-    if row is None:
+    if row is None:  # a concurrent request with the same key inserted first
         assert idempotency_key is not None
         existing = await db.request_by_idempotency_key(pool, ctx.profile.project_id, idempotency_key)
         if existing is None:  # pragma: no cover - the conflicting row cannot vanish
             raise Conflict("idempotency key conflict; retry")
-        if existing.request_hash != fingerprint:
-            raise Conflict("this Idempotency-Key was used with a different request body",
-                           [FieldError("Idempotency-Key", "already used with another body")])
-        row = existing
+        row = _repeated(existing, fingerprint)
     else:
         await _enqueue(request, row.id)
     return await _answer(request, identity, row, wait)
+
+
+def _repeated(existing: RequestRow, fingerprint: bytes | None) -> RequestRow:
+    """The request an Idempotency-Key was first used for, if this body is the same; else 409."""
+    if existing.request_hash != fingerprint:
+        raise Conflict("this Idempotency-Key was used with a different request body",
+                       [FieldError("Idempotency-Key", "already used with another body")])
+    return existing
+
+
+def _check_issuer_active(ctx: IssuingContext) -> None:
+    if ctx.profile.issuer_type == "ca" and ctx.ca_status != "active":
+        raise PolicyViolation([FieldError("profileId", f"the profile's CA is {ctx.ca_status}; it signs nothing")])
 
 
 async def _answer(request: web.Request, identity: Identity, row: RequestRow, wait: float) -> web.Response:
@@ -200,7 +218,7 @@ async def get_certificate_pem(request: web.Request) -> web.Response:
 async def get_bundle(request: web.Request) -> web.Response:
     cert = await _certificate(request)
     async with request.app[DB].acquire() as conn:
-        key = await _private_key(conn, request, current_identity(request), cert)
+        key = await private_key_pem(request, conn, current_identity(request), cert)
     return web.json_response(_body(cert, key).to_json())
 
 
@@ -213,7 +231,7 @@ async def get_private_key(request: web.Request) -> web.Response:
     if cert.encrypted_private_key is None:
         raise NotFound("this certificate was issued from a CSR; the service never held its private key")
     async with request.app[DB].acquire() as conn:
-        key = await _private_key(conn, request, identity, cert)
+        key = await private_key_pem(request, conn, identity, cert)
     assert key is not None
     return web.json_response(PrivateKeyBody(private_key=key).to_json())
 
@@ -234,12 +252,27 @@ async def renew(request: web.Request) -> web.Response:
                                                            "renewed here; submit a new CSR to the issue endpoint")])
     ctx = await request.app[ISSUING_CONTEXTS].get(pool, cert.profile_id)
     assert ctx is not None
-    attributes = IssueAttributes.model_validate(original.attributes or {})
+    _check_issuer_active(ctx)
+    stored = _renewal_attributes(original.attributes)
+    attributes = IssueAttributes.model_validate(stored or {})
     evaluate_request(rules=ctx.rules, defaults=ctx.defaults, attributes=attributes, csr_pem=None,
                      now=datetime.now(UTC))
     row = await db.insert_request(
-        pool, project_id=cert.project_id, profile_id=cert.profile_id, csr_pem=None, attributes=original.attributes,
+        pool, project_id=cert.project_id, profile_id=cert.profile_id, csr_pem=None, attributes=stored,
         server_key=True, remove_roots=original.remove_roots, requested_by=identity.id, renewal_of=cert.id)
     assert row is not None
     await _enqueue(request, row.id)
     return await _answer(request, identity, row, wait)
+
+
+def _renewal_attributes(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The original request's attributes for its renewal, with an absolute validity window (notBefore +
+    notAfter) turned into its length: kept as is, the renewal would expire with the certificate it
+    replaces, and could not be issued at all once that window has passed."""
+    if not stored or stored.get("notAfter") is None:
+        return stored
+    original = IssueAttributes.model_validate(stored)
+    assert original.not_before is not None and original.not_after is not None
+    renewed = {k: v for k, v in stored.items() if k not in ("notBefore", "notAfter")}
+    renewed["ttl"] = f"{int((original.not_after - original.not_before).total_seconds())}s"
+    return renewed

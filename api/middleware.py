@@ -12,6 +12,7 @@ import kombu.exceptions
 import redis.exceptions
 from aiohttp import web
 
+from api.body import BODY_LIMIT
 from api.context import DB, ENDPOINTS, IDENTITY, METRICS, REQUEST_ID, SETTINGS
 from api.problem import from_error, problem_response
 from api.routing import Handler, is_public
@@ -20,6 +21,7 @@ from shared.errors import KmsError, PayloadTooLarge, Unauthorized
 from shared.logging import request_id_var
 
 log = logging.getLogger("kms.api")
+LARGE_BODY_ROUTES = frozenset({"/api/v1/cert-manager/certificate-batches"})
 
 # Failures of PostgreSQL or the broker: the request may succeed later, so they are 503, not 500.
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
@@ -94,7 +96,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 @web.middleware
 async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuses an announced oversize body before reading it; chunked bodies are capped while read."""
-    limit = request.app[SETTINGS].max_body_bytes
+    settings = request.app[SETTINGS]
+    resource = request.match_info.route.resource
+    large = resource is not None and resource.canonical in LARGE_BODY_ROUTES and request.method == "POST"
+    limit = settings.max_batch_body_bytes if large else settings.max_body_bytes
+    request[BODY_LIMIT] = limit
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds the {limit}-byte limit")
     return await handler(request)

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
 
     # Limits and timings (defaults fit the design; tests shorten some).
     max_body_bytes: int = 1024 * 1024
+    # Bulk batches carry up to 10,000 CSRs; only their endpoint accepts bodies this large.
+    max_batch_body_bytes: int = 64 * 1024 * 1024
     token_ttl_seconds: int = 3600
     db_pool_min: int = 2
     db_pool_max: int = 10

@@ -72,6 +72,9 @@ class CertificateRequestView(CamelModel):
            ) -> CertificateRequestView:
         view = cls(certificate_request_id=request.id, status=request.status, error_message=request.error_message,
                    created_at=request.created_at, updated_at=request.updated_at)
+        if request.status == "issued":
+            # Known from the request row alone: the list (which loads no certificates) still links to it.
+            view.certificate_id = request.certificate_id
         if cert is not None and request.status == "issued":
             view.certificate = cert.certificate_pem
             view.certificate_chain = cert.chain_pem

@@ -29,7 +29,11 @@ class Reconciled:
     cas_requeued: int
 
 
-async def reconcile(rt: Runtime, send_request: Callable[[str], None], send_ca: Callable[[str], None]) -> Reconciled:
+CHUNK = 100
+
+
+async def reconcile(rt: Runtime, send_requests: Callable[[list[str]], None], send_ca: Callable[[str], None]
+                    ) -> Reconciled:
     pool = await rt.pool()
     settings = rt.settings
     async with pool.acquire() as conn:
@@ -49,8 +53,9 @@ async def reconcile(rt: Runtime, send_request: Callable[[str], None], send_ca: C
         if retry:
             # Touch first, so the next run does not send them again while these messages are in flight.
             await db.touch_requests(conn, retry)
-            for request_id in retry:
-                send_request(str(request_id))
+            # One message per chunk of requests, not per request: a lost batch of 10,000 is 100 messages.
+            for start in range(0, len(retry), CHUNK):
+                send_requests([str(r) for r in retry[start:start + CHUNK]])
         cas = await ca_db.stale_pending(conn, settings.reconcile_after_seconds)
         if cas:
             await ca_db.touch(conn, cas)

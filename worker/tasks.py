@@ -54,12 +54,23 @@ def issue_certificate(self, request_id: str) -> str:  # type: ignore[no-untyped-
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
 
 
+@app.task(name=names.ISSUE_BATCH_CHUNK, bind=True, max_retries=5)
+def issue_chunk(self, request_ids: list[str], batch_id: str | None = None) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """A chunk of requests (a batch's, or the reconciler's re-sends): one message, one transaction."""
+    rt = runtime()
+    try:
+        return rt.run(issuance.issue_many(rt, ca_keys(), [UUID(r) for r in request_ids],
+                                          batch_id=UUID(batch_id) if batch_id else None))
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
 @app.task(name=names.RECONCILE, ignore_result=True)
 def reconcile() -> dict[str, int]:
     rt = runtime()
     result = rt.run(reconciler.reconcile(
         rt,
-        send_request=lambda rid: issue_certificate.apply_async(args=[rid]),
+        send_requests=lambda ids: issue_chunk.apply_async(args=[ids]),
         send_ca=lambda cid: create_ca.apply_async(args=[cid]),
     ))
     return {"requeued": result.requeued, "gaveUp": result.gave_up, "casRequeued": result.cas_requeued}

@@ -7,9 +7,19 @@ import json
 import asyncpg
 
 
+def _encode_jsonb(value: object) -> bytes:
+    return b"\x01" + json.dumps(value).encode()  # jsonb's binary format: a version byte, then the text
+
+
+def _decode_jsonb(data: bytes) -> object:
+    return json.loads(data[1:])
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    for typename in ("json", "jsonb"):
-        await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # Binary, so that COPY (bulk batch inserts) can carry jsonb columns too.
+    await conn.set_type_codec("jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog",
+                              format="binary")
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+
 from shared.db import Executor
 
 
@@ -30,6 +32,8 @@ class RequestRow:
     certificate_id: UUID | None
     created_at: datetime
     updated_at: datetime
+    batch_id: UUID | None
+    batch_index: int | None
 
 
 @dataclass(frozen=True)
@@ -204,36 +208,77 @@ async def touch_requests(conn: Executor, ids: list[UUID]) -> None:
     await conn.execute("UPDATE certificate_requests SET updated_at = now() WHERE id = ANY($1::uuid[])", ids)
 
 
+_STORE_FIELDS = list(CertificateRow.__dataclass_fields__)
+# Everything a signature changes, in ONE statement (so one round trip, and atomic on its own): the request
+# becomes issued (only for the holder of the claim token $3), the serial is reserved for its issuer, the
+# certificate is stored (unique per request), a renewed certificate is linked to its successor, the
+# signature is audited (DESIGN.md 4.5), and long-polling clients are notified on commit.
+_STORE_SQL = f"""
+    WITH fin AS (
+        UPDATE certificate_requests SET status = 'issued', certificate_id = $1, lease_expires_at = NULL,
+               last_error = NULL, updated_at = now()
+         WHERE id = $2 AND status = 'processing' AND claim_token = $3
+        RETURNING id, project_id),
+    serial AS (
+        INSERT INTO issued_serials (issuer_id, serial_number)
+        SELECT $4, ${_STORE_FIELDS.index('serial_number') + 5} FROM fin RETURNING 1),
+    cert AS (
+        INSERT INTO certificates ({", ".join(_STORE_FIELDS)})
+        SELECT {", ".join(f"${i}" for i in range(5, 5 + len(_STORE_FIELDS)))} FROM fin
+        RETURNING id, renewed_from_id),
+    renewal AS (
+        UPDATE certificates SET renewed_by_id = cert.id FROM cert WHERE certificates.id = cert.renewed_from_id
+        RETURNING 1),
+    audited AS (
+        INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)
+        SELECT fin.project_id, 'worker', 'certificate.sign', 'certificate', cert.id::text, ${5 + len(_STORE_FIELDS)}
+          FROM fin, cert RETURNING 1)
+    SELECT count(*) FROM (SELECT pg_notify('kms_events', 'req:' || fin.id::text) FROM fin) notified
+"""
+
+
+def _store_args(cert: CertificateRow, token: UUID, serial_issuer: UUID, details: dict[str, Any]) -> tuple[Any, ...]:
+    return (cert.id, cert.request_id, token, serial_issuer, *(getattr(cert, f) for f in _STORE_FIELDS), details)
+
+
 async def store_issued(conn: Executor, cert: CertificateRow, *, token: UUID, serial_issuer: UUID,
                        audit_details: dict[str, Any]) -> bool:
-    """Everything a signature changes, in ONE statement (so one round trip, and atomic without an explicit
-    transaction): the request becomes issued (only for the holder of ``token``), the serial is reserved
-    for its issuer, the certificate is stored (unique per request), a renewed certificate is linked to
-    its successor, the signature is audited, and long-polling clients are notified on commit.
-    False when the claim was lost (nothing is written)."""
-    fields = list(CertificateRow.__dataclass_fields__)
-    params = ", ".join(f"${i}" for i in range(5, 5 + len(fields)))
-    n = 5 + len(fields)
-    done = await conn.fetchval(
-        f"""
-        WITH fin AS (
-            UPDATE certificate_requests SET status = 'issued', certificate_id = $1, lease_expires_at = NULL,
-                   last_error = NULL, updated_at = now()
-             WHERE id = $2 AND status = 'processing' AND claim_token = $3
-            RETURNING id, project_id),
-        serial AS (
-            INSERT INTO issued_serials (issuer_id, serial_number) SELECT $4, ${fields.index('serial_number') + 5}
-              FROM fin RETURNING 1),
-        cert AS (
-            INSERT INTO certificates ({", ".join(fields)}) SELECT {params} FROM fin RETURNING id, renewed_from_id),
-        renewal AS (
-            UPDATE certificates SET renewed_by_id = cert.id FROM cert WHERE certificates.id = cert.renewed_from_id
-            RETURNING 1),
-        audited AS (
-            INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)
-            SELECT fin.project_id, 'worker', 'certificate.sign', 'certificate', cert.id::text, ${n}
-              FROM fin, cert RETURNING 1)
-        SELECT count(*) FROM (SELECT pg_notify('kms_events', 'req:' || fin.id::text) FROM fin) notified
-        """,
-        cert.id, cert.request_id, token, serial_issuer, *(getattr(cert, f) for f in fields), audit_details)
-    return bool(done)
+    """Store one signature (see _STORE_SQL); False when the claim was lost (nothing is written)."""
+    return bool(await conn.fetchval(_STORE_SQL, *_store_args(cert, token, serial_issuer, audit_details)))
+
+
+async def store_many(conn: asyncpg.Connection, items: list[tuple[CertificateRow, UUID, dict[str, Any]]], *,
+                     token: UUID) -> None:
+    """Store many signatures in the caller's transaction; asyncpg pipelines executemany."""
+    if items:
+        await conn.executemany(_STORE_SQL, [_store_args(c, token, issuer, d) for c, issuer, d in items])
+
+
+_FAIL_SQL = """
+    WITH fin AS (
+        UPDATE certificate_requests SET status = 'failed', error_message = $3, lease_expires_at = NULL,
+               updated_at = now()
+         WHERE id = $1 AND status = 'processing' AND claim_token = $2 RETURNING id),
+    audited AS (
+        INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)
+        SELECT $4, 'worker', 'certificate.sign.refused', 'certificate_request', fin.id::text,
+               jsonb_build_object('error', $3::text) FROM fin RETURNING 1)
+    SELECT count(*) FROM (SELECT pg_notify('kms_events', 'req:' || fin.id::text) FROM fin) notified
+"""
+
+
+async def fail_many(conn: asyncpg.Connection, items: list[tuple[UUID, UUID, str]], *, token: UUID) -> None:
+    """End many claimed requests failed (request id, project id, message), audited and notified."""
+    if items:
+        await conn.executemany(_FAIL_SQL, [(rid, token, message, pid) for rid, pid, message in items])
+
+
+async def claim_many(conn: Executor, request_ids: list[UUID], token: UUID, lease_seconds: float) -> list[RequestRow]:
+    """``claim`` for a list: every open request of the list that no live lease holds."""
+    rows = await conn.fetch(
+        f"UPDATE certificate_requests SET status = 'processing', claim_token = $2, attempts = attempts + 1,"
+        f" lease_expires_at = now() + make_interval(secs => $3), updated_at = now()"
+        f" WHERE id = ANY($1::uuid[]) AND (status = 'pending' OR (status = 'processing' AND lease_expires_at < now()))"
+        f" RETURNING {_REQ_COLS}",
+        request_ids, token, lease_seconds)
+    return [_request(r) for r in rows]

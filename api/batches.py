@@ -1,0 +1,125 @@
+"""Bulk batches (extension): ``/api/v1/cert-manager/certificate-batches``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from uuid import UUID
+
+from aiohttp import web
+
+from api.auth import current_identity
+from api.body import parse, path_uuid, query_int
+from api.certificates import private_key_pem
+from api.context import BROKER, DB, ISSUING_CONTEXTS, NOTIFICATIONS, SETTINGS
+from api.routing import Routes, absolute_url
+from shared import access, tasks
+from shared import batches as svc
+from shared.db import batches as db
+from shared.db.batches import BatchRow
+from shared.db.identities import Identity
+from shared.errors import BadRequest, FieldError, NotFound
+from shared.issuance import MAX_WAIT_SECONDS
+from shared.profiles import IssuingContext
+
+routes = Routes("bulk batches")
+BASE = "/api/v1/cert-manager/certificate-batches"
+NDJSON = "application/x-ndjson"
+
+
+@routes.route("POST", BASE, summary="Submit up to 10,000 certificate requests at once", body=svc.BatchBody,
+              response=svc.BatchCreated, status=202)
+async def create(request: web.Request) -> web.Response:
+    body = await parse(request, svc.BatchBody)
+    identity = current_identity(request)
+    pool = request.app[DB]
+    # Every profile named anywhere in the batch must be this project's; else nothing is written (404).
+    contexts: dict[UUID, IssuingContext] = {}
+    for profile_id in svc.profile_ids(body):
+        ctx = await request.app[ISSUING_CONTEXTS].get(pool, profile_id)
+        if ctx is None or ctx.profile.project_id != identity.project_id:
+            raise NotFound("no such certificate profile", [FieldError("profileId", f"no such profile {profile_id}")])
+        contexts[profile_id] = ctx
+    access.authorize(identity, identity.project_id, "issuer")
+    # CPU-bound (a CSR signature check per item): off the event loop.
+    items = await asyncio.to_thread(svc.evaluate_items, body, contexts)
+    async with pool.acquire() as conn, conn.transaction():
+        batch, pending = await db.insert_batch(conn, project_id=identity.project_id, profile_id=body.profile_id,
+                                               requested_by=identity.id, items=items)
+    # One message per chunk, not per item; the reconciler re-sends whatever a lost message leaves pending.
+    ids = [str(request_id) for _, request_id in pending]
+    for start in range(0, len(ids), svc.CHUNK_SIZE):
+        await request.app[BROKER].send(tasks.ISSUE_BATCH_CHUNK, [ids[start:start + svc.CHUNK_SIZE], str(batch.id)])
+    created = svc.BatchCreated(batch_id=batch.id, total=batch.total, failed_at_submission=len(items) - len(pending))
+    return web.json_response(created.to_json(), status=202, headers={
+        "Location": absolute_url(request, request.app[SETTINGS].public_url, f"{BASE}/{batch.id}"),
+        "Retry-After": "1"})
+
+
+async def _batch(request: web.Request) -> tuple[Identity, BatchRow]:
+    identity = current_identity(request)
+    batch = await db.get_batch(request.app[DB], path_uuid(request, "batchId"), identity.project_id)
+    if batch is None:
+        raise NotFound("no such batch")
+    access.authorize(identity, batch.project_id, "viewer")
+    return identity, batch
+
+
+@routes.route("GET", BASE + "/{batchId}", summary="A batch's live counters (long-poll until completed with ?wait=N)",
+              response=svc.BatchView, query={"wait": f"seconds to wait for completion (0-{MAX_WAIT_SECONDS})"})
+async def get(request: web.Request) -> web.Response:
+    wait = query_int(request, "wait", default=0, low=0, high=MAX_WAIT_SECONDS)
+    _, batch = await _batch(request)
+    pool = request.app[DB]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    async with request.app[NOTIFICATIONS].subscription(f"batch:{batch.id}") as wake:
+        view = svc.BatchView.of(batch, await db.counts(pool, batch.id))
+        while view.status != "completed" and loop.time() < deadline:
+            await wake(min(deadline - loop.time(), 1.0))
+            view = svc.BatchView.of(batch, await db.counts(pool, batch.id))
+    headers = {} if view.status == "completed" else {"Retry-After": "1"}
+    return web.json_response(view.to_json(), headers=headers)
+
+
+@routes.route("GET", BASE + "/{batchId}/items", summary="A batch's items by index (NDJSON stream with "
+              "Accept: application/x-ndjson)", response=svc.BatchItemPage,
+              query={"status": "pending|issued|failed", "cursor": "nextCursor of the previous page",
+                     "limit": "1-1000 (100)"})
+async def items(request: web.Request) -> web.StreamResponse:
+    identity, batch = await _batch(request)
+    status = request.query.get("status")
+    if status is not None and status not in ("pending", "issued", "failed"):
+        raise BadRequest("status must be pending, issued or failed", [FieldError("status", "invalid")])
+    after = svc.decode_item_cursor(request.query.get("cursor"))
+    if NDJSON in request.headers.get("Accept", ""):
+        return await _stream(request, identity, batch, status, after)
+    limit = query_int(request, "limit", default=100, low=1, high=1000)
+    views = await _page(request, identity, batch, status, after, limit)
+    page = svc.BatchItemPage(items=views,
+                             next_cursor=svc.encode_item_cursor(views[-1].index) if len(views) == limit else None)
+    return web.json_response(page.to_json())
+
+
+async def _page(request: web.Request, identity: Identity, batch: BatchRow, status: str | None, after: int,
+                limit: int) -> list[svc.BatchItemView]:
+    pool = request.app[DB]
+    async with pool.acquire() as conn:
+        rows = await db.items(conn, batch.id, status=status, after_index=after, limit=limit)
+        return [svc.BatchItemView.of(i.request, i.certificate,
+                                     await private_key_pem(request, conn, identity, i.certificate)) for i in rows]
+
+
+async def _stream(request: web.Request, identity: Identity, batch: BatchRow, status: str | None,
+                  after: int) -> web.StreamResponse:
+    """Every matching item, one JSON object a line, fetched page by page (memory stays flat)."""
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await response.prepare(request)
+    while True:
+        views = await _page(request, identity, batch, status, after, 500)
+        if not views:
+            break
+        await response.write("".join(json.dumps(v.to_json()) + "\n" for v in views).encode())
+        after = views[-1].index
+    await response.write_eof()
+    return response

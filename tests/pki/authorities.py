@@ -1,0 +1,112 @@
+"""Internal CAs over HTTP, as a client would create them, and the real checkers their certificates face.
+
+Not a test module: the PKI tests share these steps (create and wait until active, fetch the PEM, run
+``lint_pkix_cert`` and ``openssl verify``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.api_client import ApiClient, Reply
+
+CAS = "/api/v1/cert-manager/ca/internal"
+POLICIES = "/api/v1/cert-manager/certificate-policies"
+PROFILES = "/api/v1/cert-manager/certificate-profiles"
+KEY_ALGORITHMS = ("RSA_2048", "RSA_3072", "RSA_4096", "EC_prime256v1", "EC_secp384r1", "EC_secp521r1", "ED25519")
+# pkilint lives next to the interpreter running the tests (the project's virtual environment).
+LINT_PKIX_CERT = str(Path(sys.executable).with_name("lint_pkix_cert"))
+
+
+def ca_body(project_id: str, name: str, *, parent: str | None = None, key_algorithm: str = "EC_prime256v1",
+            ttl: str | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "projectId": project_id, "name": name, "type": "intermediate" if parent else "root",
+        "commonName": f"{name} CA", "organization": "Hanzo Test", "country": "US",
+        "keyAlgorithm": key_algorithm, "ttl": ttl or ("5y" if parent else "10y"),
+    }
+    if parent:
+        body["parentCaId"] = parent
+    body.update(extra)
+    return body
+
+
+async def wait_until_settled(client: ApiClient, ca_id: str, timeout: float = 90) -> dict[str, Any]:
+    """Polls GET .../{caId} until the CA leaves ``pending`` (the POST answers 202 after 10 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await client.get(f"{CAS}/{ca_id}")
+        assert r.status == 200, r.body
+        view: dict[str, Any] = r.body
+        if view["status"] != "pending":
+            return view
+        # If this fires, look in the stack's worker.log for the task: a worker of another test session
+        # that picked the same Redis database number may have taken it (and found no such CA).
+        assert time.monotonic() < deadline, f"CA {ca_id} still pending after {timeout}s: no worker created it"
+        await asyncio.sleep(0.5)
+
+
+async def create_ca(client: ApiClient, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a CA and return its view once active (201 at once, or 202 and then polling)."""
+    r = await client.post(CAS, body)
+    assert r.status in (201, 202), (r.status, r.body)
+    view: dict[str, Any] = r.body
+    if r.status == 202:
+        assert r.headers["Location"].endswith(f"{CAS}/{view['id']}")
+        view = await wait_until_settled(client, view["id"])
+    assert view["status"] == "active", view
+    return view
+
+
+async def ca_certificate(client: ApiClient, ca_id: str) -> tuple[str, str]:
+    """(certificate PEM, chain PEM) of an active CA."""
+    r = await client.get(f"{CAS}/{ca_id}/certificate")
+    assert r.status == 200, r.body
+    return r.body["certificate"], r.body["certificateChain"]
+
+
+async def list_cas(client: ApiClient, project_id: str) -> list[dict[str, Any]]:
+    r = await client.get(CAS, params={"projectId": project_id})
+    assert r.status == 200, r.body
+    items: list[dict[str, Any]] = r.body["items"]
+    return items
+
+
+async def _run(*argv: str, stdin: bytes = b"") -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(stdin), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+async def pkilint_errors(pem: str) -> list[str]:
+    """Findings of severity ERROR or FATAL from DigiCert's RFC 5280 linter (warnings are allowed)."""
+    _, out = await _run(LINT_PKIX_CERT, "lint", "--format", "JSON", "--document-format", "PEM", "-",
+                        stdin=pem.encode())
+    report = json.loads(out)
+    return [f"{f['severity']} {f['code']} at {result['node_path']}"
+            for result in report["results"] for f in result["finding_descriptions"]
+            if f["severity"] in ("ERROR", "FATAL")]
+
+
+async def openssl_verify(directory: Path, root_pem: str, chain_pem: str, cert_pem: str) -> tuple[int, str]:
+    """``openssl verify -x509_strict -CAfile root.pem [-untrusted chain.pem] cert.pem``: (exit code, output)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "root.pem").write_text(root_pem)
+    (directory / "cert.pem").write_text(cert_pem)
+    argv = ["openssl", "verify", "-x509_strict", "-CAfile", str(directory / "root.pem")]
+    if chain_pem.strip():
+        (directory / "chain.pem").write_text(chain_pem)
+        argv += ["-untrusted", str(directory / "chain.pem")]
+    return await _run(*argv, str(directory / "cert.pem"))
+
+
+def problem_fields(r: Reply) -> set[str]:
+    assert r.is_problem(), (r.status, r.body)
+    return {e["field"] for e in r.body["errors"]}

@@ -1,0 +1,341 @@
+"""CA private keys at rest (DESIGN.md invariant 4): sealed under a per-project data key that the root key
+wraps, bound to their row, absent from the database dump and the logs in every encoding, and still
+usable after ``kms-pki admin rotate-root-key`` once the processes restart with the new root key.
+
+The checks decrypt keys in the test with the stack's own root key file, as an operator holding it could:
+that proves what the database holds is really the CA's key, sealed, and not something else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import aiohttp
+import asyncpg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from shared import access
+from shared.db.pool import create_pool
+from shared.envelope import EnvelopeError, load_root_key, unwrap_data_key
+from shared.keyring import KeyRing
+from tests.api_client import ApiClient, Tenant, login
+from tests.pki.authorities import CAS, ca_body, ca_certificate, create_ca, openssl_verify
+from tests.stack import Stack
+from worker.ca_keys import CA_TABLE
+
+# -- reading what the database holds ---------------------------------------------------------------
+
+
+async def _sealed_ca_key(db: asyncpg.Connection, ca_id: str) -> tuple[UUID, bytes]:
+    row = await db.fetchrow("SELECT project_id, encrypted_private_key FROM certificate_authorities WHERE id = $1",
+                            UUID(ca_id))
+    assert row is not None and row["encrypted_private_key"] is not None
+    return row["project_id"], row["encrypted_private_key"]
+
+
+async def _open_ca_key(db: asyncpg.Connection, root_key: bytes, ca_id: str) -> bytes:
+    """The CA's PKCS#8 DER, decrypted from its row with the given root key."""
+    project_id, blob = await _sealed_ca_key(db, ca_id)
+    return await KeyRing(root_key).open(db, project_id, blob, table=CA_TABLE, row_id=UUID(ca_id))
+
+
+def _secret_scalar(key: Any) -> bytes:
+    """The part of a private key that must never leak: RSA's d, the EC scalar, the Ed25519 seed."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        d = key.private_numbers().d
+        return d.to_bytes((d.bit_length() + 7) // 8, "big")
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.private_numbers().private_value.to_bytes((key.curve.key_size + 7) // 8, "big")
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    return key.private_bytes_raw()
+
+
+def _encodings(der: bytes) -> dict[str, str]:
+    """Ways a leaked key could appear in a text dump or a log: PEM, base64, bytea hex, and fragments."""
+    key = serialization.load_der_private_key(der, password=None)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    secret = _secret_scalar(key)
+    middle = len(der) // 2
+    return {
+        "PEM body line": pem.splitlines()[2],
+        "base64 DER": base64.b64encode(der).decode(),
+        "hex DER": der.hex(),
+        "hex of 32 bytes inside the DER": der[middle:middle + 32].hex(),
+        "hex of the secret scalar": secret.hex(),
+        "base64 of the secret scalar": base64.b64encode(secret).decode(),
+    }
+
+
+async def _assert_is_key_of(der: bytes, client: ApiClient, ca_id: str) -> None:
+    cert = x509.load_pem_x509_certificate((await ca_certificate(client, ca_id))[0].encode())
+    key = serialization.load_der_private_key(der, password=None)
+    pub = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    assert key.public_key().public_bytes(*pub) == cert.public_key().public_bytes(*pub)
+
+
+def _pg_dump(database_url: str) -> str:
+    out = subprocess.run(["pg_dump", "--inserts", database_url], capture_output=True, check=True, timeout=60)
+    return out.stdout.decode(errors="replace")
+
+
+# -- the shared stack ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def three_cas(worker: Stack, tenant: Tenant) -> list[str]:
+    """An RSA root, an EC intermediate and an Ed25519 intermediate: one key of each family."""
+    root = await create_ca(tenant.admin, ca_body(tenant.project_id, "rsa root", key_algorithm="RSA_2048"))
+    ids = [root["id"]]
+    for algorithm in ("EC_secp384r1", "ED25519"):
+        ca = await create_ca(tenant.admin, ca_body(tenant.project_id, f"{algorithm} mid", parent=root["id"],
+                                                   key_algorithm=algorithm))
+        ids.append(ca["id"])
+    return ids
+
+
+async def test_database_dump_holds_no_ca_private_key_in_any_encoding(
+        stack: Stack, tenant: Tenant, three_cas: list[str], db: asyncpg.Connection) -> None:
+    root_key = load_root_key(None, stack.root_key_file)
+    dump = _pg_dump(stack.database_url)
+    assert "PRIVATE KEY" not in dump
+    for ca_id in three_cas:
+        _, sealed = await _sealed_ca_key(db, ca_id)
+        # Control: bytea is dumped as hex, so the searches below look where a key would be.
+        assert sealed.hex() in dump
+        der = await _open_ca_key(db, root_key, ca_id)
+        await _assert_is_key_of(der, tenant.admin, ca_id)
+        for name, text in _encodings(der).items():
+            assert text not in dump, f"{name} of CA {ca_id} is in the database dump"
+
+
+async def test_logs_hold_no_ca_private_key(stack: Stack, tenant: Tenant, three_cas: list[str],
+                                           db: asyncpg.Connection) -> None:
+    root_key = load_root_key(None, stack.root_key_file)
+    logs = stack.logs()
+    assert three_cas[0] in logs  # the worker did log these CAs' creation
+    assert "PRIVATE KEY" not in logs
+    for ca_id in three_cas:
+        for name, text in _encodings(await _open_ca_key(db, root_key, ca_id)).items():
+            assert text not in logs, f"{name} of CA {ca_id} is in a log"
+
+
+async def test_ca_key_ciphertext_copied_to_another_ca_row_does_not_decrypt(
+        stack: Stack, three_cas: list[str], db: asyncpg.Connection) -> None:
+    keyring = KeyRing(load_root_key(None, stack.root_key_file))
+    first, second = three_cas[0], three_cas[1]
+    project_id, blob = await _sealed_ca_key(db, first)
+    assert await keyring.open(db, project_id, blob, table=CA_TABLE, row_id=UUID(first))
+
+    # Same project, so the same data key: only the row binding in the associated data tells them apart.
+    with pytest.raises(EnvelopeError):
+        await keyring.open(db, project_id, blob, table=CA_TABLE, row_id=UUID(second))
+
+
+# -- root key rotation, on a stack of its own (rotating the shared stack's key would break other tests) --
+
+
+@dataclass
+class Rotated:
+    stack: Stack
+    old_key_file: Path
+    new_key_file: Path
+    cli_output: dict[str, Any]
+    wrapped_before: dict[UUID, bytes]
+    credentials: dict[str, tuple[str, str]]  # project id -> (client id, client secret)
+    roots: dict[str, str]  # project id -> root CA id
+    ca_ids: list[str]
+
+
+def _write_key(path: Path) -> Path:
+    path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    path.chmod(0o600)
+    return path
+
+
+async def _wrapped_keys(database_url: str) -> dict[UUID, bytes]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return {r["project_id"]: r["wrapped_key"]
+                for r in await conn.fetch("SELECT project_id, wrapped_key FROM project_data_keys")}
+    finally:
+        await conn.close()
+
+
+async def _new_tenant(stack: Stack, session: aiohttp.ClientSession, name: str) -> Tenant:
+    pool = await create_pool(stack.database_url, min_size=1, max_size=1)
+    try:
+        project_id, new = await access.bootstrap(pool, name)
+    finally:
+        await pool.close()
+    client = ApiClient(session, stack.api_url)
+    token = await login(client, new.identity.client_id, new.client_secret)
+    return Tenant(str(project_id), new.identity.client_id, new.client_secret, client.with_token(token))
+
+
+async def _as_tenant(stack: Stack, session: aiohttp.ClientSession, creds: tuple[str, str]) -> ApiClient:
+    client = ApiClient(session, stack.api_url)
+    return client.with_token(await login(client, *creds))
+
+
+async def _populate(stack: Stack) -> tuple[dict[str, tuple[str, str]], dict[str, str], list[str]]:
+    """Two projects with CAs, so two data keys: one EC root with an RSA intermediate, one Ed25519 root."""
+    async with aiohttp.ClientSession() as session:
+        first = await _new_tenant(stack, session, "rotate-one")
+        second = await _new_tenant(stack, session, "rotate-two")
+        root1 = await create_ca(first.admin, ca_body(first.project_id, "root one"))
+        mid1 = await create_ca(first.admin, ca_body(first.project_id, "mid one", parent=root1["id"],
+                                                    key_algorithm="RSA_2048"))
+        root2 = await create_ca(second.admin, ca_body(second.project_id, "root two", key_algorithm="ED25519"))
+    credentials = {t.project_id: (t.client_id, t.client_secret) for t in (first, second)}
+    roots = {first.project_id: root1["id"], second.project_id: root2["id"]}
+    return credentials, roots, [root1["id"], mid1["id"], root2["id"]]
+
+
+def _rotate(stack: Stack, new_key_file: Path) -> subprocess.CompletedProcess[str]:
+    """`kms-pki admin rotate-root-key`, run as an operator would, with the stack's configuration."""
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", "admin", "rotate-root-key", "--new-key-file", str(new_key_file)],
+        env=stack.env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def rotated() -> Iterator[Rotated]:
+    stack = Stack(name="rotate")
+    try:
+        stack.create_database()
+        stack.start_api()
+        stack.start_worker(concurrency=1)
+        credentials, roots, ca_ids = asyncio.run(_populate(stack))
+        wrapped_before = asyncio.run(_wrapped_keys(stack.database_url))
+        old_key_file = stack.root_key_file
+        new_key_file = _write_key(stack.dir / "root-new.key")
+        done = _rotate(stack, new_key_file)
+        assert done.returncode == 0, done.stderr
+        yield Rotated(stack, old_key_file, new_key_file, json.loads(done.stdout), wrapped_before, credentials,
+                      roots, ca_ids)
+    finally:
+        stack.drop()
+
+
+def _restart(stack: Stack, *, api_key: Path, worker_key: Path, worker_name: str = "worker") -> None:
+    """Stop every process of the stack, then start the API and one worker with the given root key files."""
+    stack.stop_all()
+    stack.env["KMS_ROOT_KEY_FILE"] = str(api_key)
+    stack.start_api()
+    stack.start_worker(name=worker_name, concurrency=1, env={"KMS_ROOT_KEY_FILE": str(worker_key)})
+
+
+def test_rotate_root_key_command_rewraps_every_projects_data_key(rotated: Rotated) -> None:
+    after = asyncio.run(_wrapped_keys(rotated.stack.database_url))
+    assert rotated.cli_output == {"rewrappedDataKeys": 2}
+    assert set(after) == set(rotated.wrapped_before) == {UUID(p) for p in rotated.credentials}
+    for project_id, blob in after.items():
+        assert blob != rotated.wrapped_before[project_id]
+
+
+def test_old_root_key_unwraps_no_data_key_after_rotation(rotated: Rotated) -> None:
+    old = load_root_key(None, rotated.old_key_file)
+    for project_id, blob in asyncio.run(_wrapped_keys(rotated.stack.database_url)).items():
+        with pytest.raises(EnvelopeError):
+            unwrap_data_key(old, blob, project_id=str(project_id))
+
+
+async def test_new_root_key_unwraps_every_data_key_and_opens_every_ca_key(rotated: Rotated) -> None:
+    new = load_root_key(None, rotated.new_key_file)
+    old = load_root_key(None, rotated.old_key_file)
+    after = await _wrapped_keys(rotated.stack.database_url)
+    for project_id, blob in after.items():
+        # The data key itself is unchanged (CA ciphertexts were not touched); only its wrapping moved.
+        assert unwrap_data_key(new, blob, project_id=str(project_id)) == unwrap_data_key(
+            old, rotated.wrapped_before[project_id], project_id=str(project_id))
+    db = await asyncpg.connect(rotated.stack.database_url)
+    try:
+        for ca_id in rotated.ca_ids:
+            der = await _open_ca_key(db, new, ca_id)
+            serialization.load_der_private_key(der, password=None)
+    finally:
+        await db.close()
+
+
+def test_rotating_again_from_the_retired_key_fails_and_changes_nothing(rotated: Rotated) -> None:
+    before = asyncio.run(_wrapped_keys(rotated.stack.database_url))
+    stale_env = {**rotated.stack.env, "KMS_ROOT_KEY_FILE": str(rotated.old_key_file)}
+    third = _write_key(rotated.stack.dir / "root-third.key")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "admin", "rotate-root-key", "--new-key-file", str(third)],
+        env=stale_env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode != 0
+    assert asyncio.run(_wrapped_keys(rotated.stack.database_url)) == before
+    for key_file in (rotated.old_key_file, rotated.new_key_file, third):
+        assert key_file.read_text().strip() not in done.stdout + done.stderr
+
+
+async def test_processes_restarted_with_the_new_root_key_sign_under_roots_made_before_rotation(
+        rotated: Rotated, tmp_path: Path) -> None:
+    stack = rotated.stack
+    _restart(stack, api_key=rotated.new_key_file, worker_key=rotated.new_key_file)
+    async with aiohttp.ClientSession() as session:
+        for project_id, root_id in rotated.roots.items():
+            client = await _as_tenant(stack, session, rotated.credentials[project_id])
+            # The worker must decrypt the root's key (data key unwrapped by the new root key) to sign this.
+            child = await create_ca(client, ca_body(project_id, "after rotation", parent=root_id))
+            cert_pem, chain_pem = await ca_certificate(client, child["id"])
+            root_pem, _ = await ca_certificate(client, root_id)
+            code, out = await openssl_verify(tmp_path / project_id, root_pem, chain_pem, cert_pem)
+            assert code == 0, out
+
+
+async def test_worker_left_on_the_retired_root_key_signs_nothing_and_leaves_the_ca_pending(
+        rotated: Rotated) -> None:
+    """What the code does today: the key ring raises EnvelopeError, which is neither a KmsError (that would
+    end the CA ``failed``) nor transient (that would retry), so the task fails once, its transaction rolls
+    back and its message is acknowledged. The CA stays ``pending`` with no error message, and nothing
+    re-enqueues it: there is no reconciler for CAs yet. The worker itself stays up."""
+    stack = rotated.stack
+    _restart(stack, api_key=rotated.new_key_file, worker_key=rotated.old_key_file, worker_name="stale-worker")
+    project_id, root_id = next(iter(rotated.roots.items()))
+    async with aiohttp.ClientSession() as session:
+        client = await _as_tenant(stack, session, rotated.credentials[project_id])
+
+        r = await client.post(CAS, ca_body(project_id, "under stale worker", parent=root_id))
+
+        assert r.status == 202 and r.body["status"] == "pending", r.body
+        ca_id = r.body["id"]  # the POST waited 10 s: room for a retry loop to show itself, were there one
+        view = await client.get(f"{CAS}/{ca_id}")
+        assert view.body["status"] == "pending" and view.body["errorMessage"] is None, view.body
+        assert (await client.get(f"{CAS}/{ca_id}/certificate")).status == 409
+    db = await asyncpg.connect(stack.database_url)
+    try:
+        row = await db.fetchrow("SELECT encrypted_private_key, certificate_pem FROM certificate_authorities"
+                                " WHERE id = $1", UUID(ca_id))
+        signed = await db.fetchval("SELECT count(*) FROM audit_events WHERE action = 'certificate.sign'"
+                                   " AND subject_id = $1", ca_id)
+    finally:
+        await db.close()
+    assert row["encrypted_private_key"] is None and row["certificate_pem"] is None
+    assert signed == 0
+    log = stack.log_path("stale-worker").read_text()
+    task_lines = [line for line in log.splitlines() if ca_id in line]
+    # Received once, failed once on the project's data key: no retry loop, no crash.
+    assert len(task_lines) == 2, task_lines
+    assert "received" in task_lines[0]
+    assert "raised unexpected: EnvelopeError('data key of project" in task_lines[1]
+    assert stack.processes["stale-worker"].poll() is None
+    for key_file in (rotated.old_key_file, rotated.new_key_file):
+        assert key_file.read_text().strip() not in log

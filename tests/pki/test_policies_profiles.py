@@ -1,0 +1,297 @@
+"""Certificate policies and certificate profiles over HTTP (DESIGN.md section 5): create, read, list,
+change and delete; the links a profile must have; conflicts; and malformed input refused as a 400
+problem with every offending field named, before anything is written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.api_client import ApiClient, Tenant
+from tests.pki.authorities import POLICIES, PROFILES, ca_body, create_ca, problem_fields
+from tests.pki.storage import fingerprint
+from tests.stack import Stack
+
+
+def policy_body(project_id: str, name: str = "web servers", **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "projectId": project_id, "name": name, "description": "TLS for internal web servers",
+        "subject": [{"type": "common_name", "allowed": ["*.svc.internal"], "required": [], "denied": []}],
+        "sans": [{"type": "dns_name", "allowed": ["*.svc.internal"], "required": [], "denied": ["admin.*"]}],
+        "keyUsages": {"allowed": ["digital_signature", "key_encipherment"], "required": [], "denied": []},
+        "extendedKeyUsages": {"allowed": [], "required": ["server_auth"], "denied": ["code_signing"]},
+        "algorithms": {"signature": ["ECDSA-SHA256"], "keyAlgorithm": ["EC_prime256v1"]},
+        "validity": {"max": "90d"},
+        "basicConstraints": {"isCA": "denied", "maxPathLength": None},
+    }
+    body.update(changes)
+    return body
+
+
+def profile_body(project_id: str, policy_id: str, slug: str = "web", **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "projectId": project_id, "slug": slug, "description": "web servers, self-signed for now",
+        "issuerType": "self-signed", "certificatePolicyId": policy_id, "enrollmentType": "api",
+        "apiConfig": {"autoRenew": True, "renewBeforeDays": 30},
+        "defaults": {"ttl": "30d", "keyAlgorithm": "EC_prime256v1", "keyUsages": ["digital_signature"]},
+    }
+    body.update(changes)
+    return body
+
+
+def _without(body: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in keys}
+
+
+async def _create_policy(client: ApiClient, body: dict[str, Any]) -> dict[str, Any]:
+    r = await client.post(POLICIES, body)
+    assert r.status == 201, r.body
+    created: dict[str, Any] = r.body
+    return created
+
+
+async def _create_profile(client: ApiClient, body: dict[str, Any]) -> dict[str, Any]:
+    r = await client.post(PROFILES, body)
+    assert r.status == 201, r.body
+    created: dict[str, Any] = r.body
+    return created
+
+
+# -- policies -------------------------------------------------------------------------------------
+
+
+async def test_created_policy_reads_back_as_sent_and_is_listed_in_its_project(tenant: Tenant) -> None:
+    sent = policy_body(tenant.project_id)
+
+    created = await _create_policy(tenant.admin, sent)
+
+    assert _without(created, "id", "createdAt", "updatedAt") == sent
+    fetched = await tenant.admin.get(f"{POLICIES}/{created['id']}")
+    assert fetched.status == 200 and fetched.body == created
+    listed = await tenant.admin.get(POLICIES, params={"projectId": tenant.project_id})
+    assert listed.status == 200 and listed.body["items"] == [created]
+
+
+async def test_policy_patch_replaces_the_given_fields_and_keeps_the_rest(tenant: Tenant) -> None:
+    created = await _create_policy(tenant.admin, policy_body(tenant.project_id))
+
+    r = await tenant.admin.patch(f"{POLICIES}/{created['id']}",
+                                 {"name": "web servers v2", "validity": {"max": "30d"}})
+
+    assert r.status == 200, r.body
+    assert r.body["name"] == "web servers v2" and r.body["validity"] == {"max": "30d"}
+    assert _without(r.body, "name", "validity", "updatedAt") == _without(created, "name", "validity", "updatedAt")
+    assert (await tenant.admin.get(f"{POLICIES}/{created['id']}")).body == r.body
+
+
+async def test_deleted_policy_is_gone(tenant: Tenant) -> None:
+    created = await _create_policy(tenant.admin, policy_body(tenant.project_id))
+
+    r = await tenant.admin.delete(f"{POLICIES}/{created['id']}")
+
+    assert r.status == 204
+    gone = await tenant.admin.get(f"{POLICIES}/{created['id']}")
+    assert gone.status == 404 and gone.is_problem()
+    assert (await tenant.admin.get(POLICIES, params={"projectId": tenant.project_id})).body["items"] == []
+    assert (await tenant.admin.delete(f"{POLICIES}/{created['id']}")).status == 404
+
+
+async def test_duplicate_policy_name_in_a_project_is_409(tenant: Tenant, db: asyncpg.Connection) -> None:
+    await _create_policy(tenant.admin, policy_body(tenant.project_id, "taken"))
+    before = await fingerprint(db, tenant.project_id)
+
+    r = await tenant.admin.post(POLICIES, policy_body(tenant.project_id, "taken", validity={"max": "1d"}))
+
+    assert r.status == 409 and problem_fields(r) == {"name"}, r.body
+    assert await fingerprint(db, tenant.project_id) == before
+
+
+MALFORMED_POLICIES: dict[str, tuple[dict[str, Any], set[str]]] = {
+    "unknown field": ({"colour": "blue"}, {"colour"}),
+    "unknown key usage": ({"keyUsages": {"allowed": ["digital_signature", "sign_everything"]}},
+                          {"keyUsages.allowed[1]"}),
+    "ttl with an unknown unit": ({"validity": {"max": "90x"}}, {"validity.max"}),
+    "subject rule type listed twice": (
+        {"subject": [{"type": "common_name", "allowed": ["a"]}, {"type": "common_name", "allowed": ["b"]}]},
+        {"subject"}),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_POLICIES)
+async def test_malformed_policy_is_400_naming_the_field_and_writes_nothing(
+        tenant: Tenant, db: asyncpg.Connection, case: str) -> None:
+    changes, fields = MALFORMED_POLICIES[case]
+    before = await fingerprint(db, tenant.project_id)
+
+    r = await tenant.admin.post(POLICIES, policy_body(tenant.project_id, **changes))
+
+    assert r.status == 400 and problem_fields(r) == fields, r.body
+    assert await fingerprint(db, tenant.project_id) == before
+
+
+@pytest.mark.parametrize("case", MALFORMED_POLICIES)
+async def test_malformed_policy_patch_is_400_and_leaves_the_policy_as_it_was(
+        tenant: Tenant, db: asyncpg.Connection, case: str) -> None:
+    created = await _create_policy(tenant.admin, policy_body(tenant.project_id))
+    changes, fields = MALFORMED_POLICIES[case]
+    before = await fingerprint(db, tenant.project_id)
+
+    r = await tenant.admin.patch(f"{POLICIES}/{created['id']}", changes)
+
+    assert r.status == 400 and problem_fields(r) == fields, r.body
+    assert await fingerprint(db, tenant.project_id) == before
+
+
+# -- profiles -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def policy(tenant: Tenant) -> dict[str, Any]:
+    return await _create_policy(tenant.admin, policy_body(tenant.project_id))
+
+
+async def test_created_profile_reads_back_by_id_by_slug_and_in_its_projects_list(
+        tenant: Tenant, policy: dict[str, Any]) -> None:
+    sent = profile_body(tenant.project_id, policy["id"])
+
+    created = await _create_profile(tenant.admin, sent)
+
+    assert created["caId"] is None
+    assert _without(created, "id", "createdAt", "updatedAt", "caId", "defaults") == _without(sent, "defaults")
+    # Defaults the profile does not set read back as null.
+    assert {k: v for k, v in created["defaults"].items() if v is not None} == sent["defaults"]
+    by_id = await tenant.admin.get(f"{PROFILES}/{created['id']}")
+    by_slug = await tenant.admin.get(f"{PROFILES}/slug/web")
+    listed = await tenant.admin.get(PROFILES, params={"projectId": tenant.project_id})
+    assert by_id.status == by_slug.status == listed.status == 200
+    assert by_id.body == by_slug.body == created
+    assert listed.body["items"] == [created]
+
+
+async def test_profile_patch_replaces_the_given_fields_and_keeps_the_rest(
+        tenant: Tenant, policy: dict[str, Any]) -> None:
+    created = await _create_profile(tenant.admin, profile_body(tenant.project_id, policy["id"]))
+
+    r = await tenant.admin.patch(f"{PROFILES}/{created['id']}", {"slug": "web-v2", "description": "renamed"})
+
+    assert r.status == 200, r.body
+    assert (r.body["slug"], r.body["description"]) == ("web-v2", "renamed")
+    kept = ("slug", "description", "updatedAt")
+    assert _without(r.body, *kept) == _without(created, *kept)
+    assert (await tenant.admin.get(f"{PROFILES}/slug/web-v2")).body == r.body
+    assert (await tenant.admin.get(f"{PROFILES}/slug/web")).status == 404
+
+
+async def test_deleted_profile_is_gone(tenant: Tenant, policy: dict[str, Any]) -> None:
+    created = await _create_profile(tenant.admin, profile_body(tenant.project_id, policy["id"]))
+
+    r = await tenant.admin.delete(f"{PROFILES}/{created['id']}")
+
+    assert r.status == 204
+    for path in (f"{PROFILES}/{created['id']}", f"{PROFILES}/slug/web"):
+        gone = await tenant.admin.get(path)
+        assert gone.status == 404 and gone.is_problem(), path
+    assert (await tenant.admin.get(PROFILES, params={"projectId": tenant.project_id})).body["items"] == []
+
+
+async def test_profile_issued_by_an_internal_ca_names_that_ca(
+        worker: Stack, tenant: Tenant, policy: dict[str, Any]) -> None:
+    ca = await create_ca(tenant.admin, ca_body(tenant.project_id, "profile issuer"))
+
+    created = await _create_profile(tenant.admin, profile_body(tenant.project_id, policy["id"], issuerType="ca",
+                                                               caId=ca["id"]))
+
+    assert (created["issuerType"], created["caId"]) == ("ca", ca["id"])
+
+
+async def test_profile_with_issuer_type_ca_and_no_ca_id_is_400_and_writes_nothing(
+        tenant: Tenant, policy: dict[str, Any], db: asyncpg.Connection) -> None:
+    before = await fingerprint(db, tenant.project_id)
+
+    r = await tenant.admin.post(PROFILES, profile_body(tenant.project_id, policy["id"], issuerType="ca"))
+
+    assert r.status == 400 and problem_fields(r) == {"caId"}, r.body
+    assert await fingerprint(db, tenant.project_id) == before
+
+
+async def test_self_signed_profile_with_a_ca_id_is_400_and_writes_nothing(
+        worker: Stack, tenant: Tenant, policy: dict[str, Any], db: asyncpg.Connection) -> None:
+    ca = await create_ca(tenant.admin, ca_body(tenant.project_id, "not for self-signed"))
+    before = await fingerprint(db, tenant.project_id)
+
+    r = await tenant.admin.post(PROFILES, profile_body(tenant.project_id, policy["id"], caId=ca["id"]))
+
+    assert r.status == 400 and problem_fields(r) == {"caId"}, r.body
+    assert await fingerprint(db, tenant.project_id) == before
+
+
+async def test_switching_a_profile_to_issuer_type_ca_without_a_ca_id_is_400(
+        tenant: Tenant, policy: dict[str, Any], db: asyncpg.Connection) -> None:
+    created = await _create_profile(tenant.admin, profile_body(tenant.project_id, policy["id"]))
+    before = await fingerprint(db, tenant.project_id)
+
+    r = await tenant.admin.patch(f"{PROFILES}/{created['id']}", {"issuerType": "ca"})
+
+    assert r.status == 400 and problem_fields(r) == {"caId"}, r.body
+    assert await fingerprint(db, tenant.project_id) == before
+
+
+async def test_policy_used_by_a_profile_cannot_be_deleted_until_the_profile_is(
+        tenant: Tenant, policy: dict[str, Any], db: asyncpg.Connection) -> None:
+    profile = await _create_profile(tenant.admin, profile_body(tenant.project_id, policy["id"]))
+    before = await fingerprint(db, tenant.project_id)
+
+    refused = await tenant.admin.delete(f"{POLICIES}/{policy['id']}")
+
+    assert refused.status == 409 and refused.is_problem(), refused.body
+    assert await fingerprint(db, tenant.project_id) == before
+    assert (await tenant.admin.delete(f"{PROFILES}/{profile['id']}")).status == 204
+    assert (await tenant.admin.delete(f"{POLICIES}/{policy['id']}")).status == 204
+
+
+async def test_duplicate_profile_slug_in_a_project_is_409(
+        tenant: Tenant, policy: dict[str, Any], db: asyncpg.Connection) -> None:
+    await _create_profile(tenant.admin, profile_body(tenant.project_id, policy["id"], slug="taken"))
+    before = await fingerprint(db, tenant.project_id)
+
+    r = await tenant.admin.post(PROFILES, profile_body(tenant.project_id, policy["id"], slug="taken",
+                                                       description="another"))
+
+    assert r.status == 409 and problem_fields(r) == {"slug"}, r.body
+    assert await fingerprint(db, tenant.project_id) == before
+
+
+async def test_renaming_a_profile_to_a_taken_slug_is_409(
+        tenant: Tenant, policy: dict[str, Any], db: asyncpg.Connection) -> None:
+    await _create_profile(tenant.admin, profile_body(tenant.project_id, policy["id"], slug="taken"))
+    other = await _create_profile(tenant.admin, profile_body(tenant.project_id, policy["id"], slug="other"))
+    before = await fingerprint(db, tenant.project_id)
+
+    r = await tenant.admin.patch(f"{PROFILES}/{other['id']}", {"slug": "taken"})
+
+    assert r.status == 409 and problem_fields(r) == {"slug"}, r.body
+    assert await fingerprint(db, tenant.project_id) == before
+
+
+async def test_viewer_reads_policies_and_profiles_but_gets_403_on_every_change(
+        tenant: Tenant, policy: dict[str, Any], db: asyncpg.Connection) -> None:
+    profile = await _create_profile(tenant.admin, profile_body(tenant.project_id, policy["id"]))
+    viewer, _ = await tenant.identity("viewer")
+    for path in (f"{POLICIES}/{policy['id']}", f"{PROFILES}/{profile['id']}", f"{PROFILES}/slug/web"):
+        assert (await viewer.get(path)).status == 200, path
+    before = await fingerprint(db, tenant.project_id)
+
+    replies = [
+        await viewer.post(POLICIES, policy_body(tenant.project_id, "by viewer")),
+        await viewer.patch(f"{POLICIES}/{policy['id']}", {"description": "by viewer"}),
+        await viewer.delete(f"{POLICIES}/{policy['id']}"),
+        await viewer.post(PROFILES, profile_body(tenant.project_id, policy["id"], slug="by-viewer")),
+        await viewer.patch(f"{PROFILES}/{profile['id']}", {"description": "by viewer"}),
+        await viewer.delete(f"{PROFILES}/{profile['id']}"),
+    ]
+
+    assert [r.status for r in replies] == [403] * 6, [r.body for r in replies]
+    assert all(r.is_problem() for r in replies)
+    assert await fingerprint(db, tenant.project_id) == before
