@@ -47,6 +47,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[DB] = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                                 max_size=settings.db_pool_max)
+    async with app[DB].acquire() as conn:
+        await app[KEYRING].verify(conn)
     app[NOTIFICATIONS] = Notifications(settings.database_url)
     yield
     await app[NOTIFICATIONS].close()

@@ -19,6 +19,11 @@ from shared.logging import configure_logging
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in {"login", "cert", "batch"}:
+        # Client commands talk HTTP only (client/cli.py); they need no server settings.
+        from client.cli import main as client_main
+
+        return client_main(args_list)
     parser = _parser()
     args, rest = parser.parse_known_args(args_list)
     if args.command is None:
@@ -82,11 +87,17 @@ def _serve(args: argparse.Namespace, rest: list[str], settings: Settings) -> int
 
     from api.app import create_app
 
+    from shared.errors import ConfigurationError
+
     configure_logging(settings.log_level, settings.log_format)
     host = args.host or settings.api_host
     port = args.port or settings.api_port
-    web.run_app(create_app(settings), host=host, port=port, access_log=None, print=None,
-                handle_signals=True)
+    try:
+        web.run_app(create_app(settings), host=host, port=port, access_log=None, print=None,
+                    handle_signals=True)
+    except ConfigurationError as exc:
+        print(f"kms-pki serve: refusing to start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -148,7 +159,14 @@ def _rotate_root_key(args: argparse.Namespace, rest: list[str], settings: Settin
         finally:
             await conn.close()
 
-    count = asyncio.run(go())
+    from shared.envelope import EnvelopeError
+    from shared.errors import ConfigurationError
+
+    try:
+        count = asyncio.run(go())
+    except (ConfigurationError, EnvelopeError) as exc:
+        print(f"kms-pki: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps({"rewrappedDataKeys": count}))
     return 0
 

@@ -7,6 +7,8 @@ wrapping does), so the cache stays correct across a rotation.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from uuid import UUID
 
 from shared import envelope
@@ -26,10 +28,26 @@ def root_key_from(settings: Settings) -> bytes:
     return envelope.load_root_key(settings.root_key, settings.root_key_file)
 
 
+def root_key_check_value(root_key: bytes) -> bytes:
+    """An HMAC under the root key: equal values mean the same key, and it reveals nothing about it."""
+    return hmac.new(root_key, b"kms-pki root key check v1", hashlib.sha256).digest()
+
+
 class KeyRing:
     def __init__(self, root_key: bytes) -> None:
         self._root = root_key
         self._data_keys: dict[UUID, bytes] = {}
+
+    async def verify(self, conn: Executor) -> None:
+        """Refuse to run with a root key other than the one the database's data keys are wrapped under
+        (the first process to run records it). Without this, a process on a retired key would wrap new
+        projects' data keys under it, and nobody else could open them."""
+        mine = root_key_check_value(self._root)
+        stored = await db.root_key_check(conn, mine)
+        if not hmac.compare_digest(stored, mine):
+            raise ConfigurationError(
+                "the root key (KMS_ROOT_KEY / KMS_ROOT_KEY_FILE) is not the one this database's keys are "
+                "wrapped under; after `kms-pki admin rotate-root-key`, point every process at the new key")
 
     async def data_key(self, conn: Executor, project_id: UUID) -> bytes:
         """The project's data key, created (and wrapped) on first use."""
@@ -59,10 +77,15 @@ class KeyRing:
 
 
 async def rotate_root_key(conn: Executor, old_root: bytes, new_root: bytes) -> int:
-    """Re-wrap every project's data key under ``new_root``; the caller holds a transaction, so either
-    every key moves or none does. Returns how many keys were re-wrapped."""
+    """Re-wrap every project's data key under ``new_root`` and record its check value; the caller holds a
+    transaction, so either everything moves or nothing does. Returns how many keys were re-wrapped."""
+    stored = await db.root_key_check(conn, root_key_check_value(old_root))
+    if not hmac.compare_digest(stored, root_key_check_value(old_root)):
+        raise ConfigurationError("the current root key (KMS_ROOT_KEY / KMS_ROOT_KEY_FILE) is not the one the "
+                                 "data keys are wrapped under; nothing was changed")
     wrapped = await db.all_wrapped_for_update(conn)
     rewrapped = envelope.rewrap_data_keys(old_root, new_root, {str(k): v for k, v in wrapped.items()})
     for project_id, blob in rewrapped.items():
         await db.update_wrapped(conn, UUID(project_id), blob)
+    await db.set_root_key_check(conn, root_key_check_value(new_root))
     return len(rewrapped)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_init
 
 from shared.config import get_settings
 from shared.keyring import root_key_from
@@ -32,3 +32,33 @@ def _logging(**_: object) -> None:
 
 
 log = logging.getLogger("kms.worker")
+
+
+@worker_init.connect
+def _verify_root_key(**_: object) -> None:
+    """A worker started with a root key other than the database's refuses to start (ConfigurationError),
+    rather than failing every task. An unreachable database is not fatal here: tasks check again."""
+    import asyncio
+
+    import asyncpg
+
+    from shared.keyring import KeyRing
+
+    async def check() -> None:
+        conn = await asyncpg.connect(settings.database_url, timeout=5)
+        try:
+            await KeyRing(root_key_from(settings)).verify(conn)
+        finally:
+            await conn.close()
+
+    from shared.errors import ConfigurationError
+
+    try:
+        asyncio.run(check())
+    except ConfigurationError as exc:
+        log.critical("refusing to start: %s", exc)
+        # SystemExit, not an exception: Celery logs and ignores exceptions raised by signal handlers.
+        raise SystemExit(f"kms-pki worker: {exc}") from None
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        log.warning("root key not verified at start (database unreachable); tasks verify it",
+                    extra={"error": f"{type(exc).__name__}: {exc}"})

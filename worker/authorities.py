@@ -14,6 +14,7 @@ from shared import x509_builder
 from shared.authorities import subject_of
 from shared.db import audit
 from shared.db import authorities as db
+from shared.envelope import EnvelopeError
 from shared.errors import KmsError
 from shared.keys import generate_private_key, private_key_to_der
 from shared.template import Validity
@@ -26,11 +27,16 @@ log = logging.getLogger("kms.worker")
 async def create_ca(rt: Runtime, cache: CaKeyCache, ca_id: UUID) -> str:
     """Make the key and certificate of a pending CA. Returns the CA's final status."""
     pool = await rt.pool()
+    async with pool.acquire() as conn:
+        # Counted outside the transaction below, so an attempt that crashes or rolls back still counts.
+        attempts = await db.count_attempt(conn, ca_id)
     async with pool.acquire() as conn, conn.transaction():
         ca = await db.lock_pending(conn, ca_id)
         if ca is None:
             return "not-pending"
         try:
+            if attempts > rt.settings.max_attempts:
+                raise _Refused(f"gave up after {attempts - 1} attempts without finishing")
             issuer = None
             if ca.parent_ca_id is not None:
                 issuer = await cache.load(conn, rt.keyring, ca.parent_ca_id)
@@ -51,8 +57,9 @@ async def create_ca(rt: Runtime, cache: CaKeyCache, ca_id: UUID) -> str:
                 issuer_key=issuer.key if issuer else key, signature_algorithm=None,
                 not_before=not_before, not_after=not_after, path_length=ca.max_path_length, serial=serial,
             )
-        except (KmsError, _Refused) as exc:
-            message = str(exc)
+        except (KmsError, _Refused, EnvelopeError) as exc:
+            message = str(exc) if not isinstance(exc, EnvelopeError) else (
+                f"the parent CA's key does not decrypt ({exc}); it cannot sign")
             await db.fail(conn, ca_id, message)
             await audit.record(conn, project_id=ca.project_id, actor="worker", action="ca.create.failed",
                                subject_type="ca", subject_id=str(ca_id), details={"error": message})

@@ -38,7 +38,10 @@ class Runtime:
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=4)
+            pool = await create_pool(self.settings.database_url, min_size=1, max_size=4)
+            async with pool.acquire() as conn:
+                await self.keyring.verify(conn)  # ConfigurationError: this worker signs nothing
+            self._pool = pool
         return self._pool
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -113,7 +113,8 @@ async def fail(conn: Executor, ca_id: UUID, message: str) -> None:
 
 async def count_attempt(conn: Executor, ca_id: UUID) -> int:
     attempts: int | None = await conn.fetchval(
-        "UPDATE certificate_authorities SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts", ca_id)
+        "UPDATE certificate_authorities SET attempts = attempts + 1 WHERE id = $1 AND status = 'pending'"
+        " RETURNING attempts", ca_id)
     return attempts or 0
 
 

@@ -28,3 +28,16 @@ async def update_wrapped(conn: Executor, project_id: UUID, wrapped: bytes) -> No
     await conn.execute(
         "UPDATE project_data_keys SET wrapped_key = $2, rotated_at = now() WHERE project_id = $1",
         project_id, wrapped)
+
+
+async def root_key_check(conn: Executor, candidate: bytes) -> bytes:
+    """The stored root-key check value; ``candidate`` becomes it when none is stored yet."""
+    await conn.execute("INSERT INTO root_key_check (check_value) VALUES ($1) ON CONFLICT DO NOTHING", candidate)
+    stored: bytes = await conn.fetchval("SELECT check_value FROM root_key_check")
+    return stored
+
+
+async def set_root_key_check(conn: Executor, value: bytes) -> None:
+    await conn.execute(
+        "INSERT INTO root_key_check (check_value) VALUES ($1)"
+        " ON CONFLICT (singleton) DO UPDATE SET check_value = $1, updated_at = now()", value)

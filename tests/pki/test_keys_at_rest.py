@@ -32,8 +32,8 @@ from shared.db.pool import create_pool
 from shared.envelope import EnvelopeError, load_root_key, unwrap_data_key
 from shared.keyring import KeyRing
 from tests.api_client import ApiClient, Tenant, login
-from tests.pki.authorities import CAS, ca_body, ca_certificate, create_ca, openssl_verify
-from tests.stack import Stack
+from tests.pki.authorities import ca_body, ca_certificate, create_ca, openssl_verify
+from tests.stack import Stack, free_port
 from worker.ca_keys import CA_TABLE
 
 # -- reading what the database holds ---------------------------------------------------------------
@@ -301,41 +301,31 @@ async def test_processes_restarted_with_the_new_root_key_sign_under_roots_made_b
             assert code == 0, out
 
 
-async def test_worker_left_on_the_retired_root_key_signs_nothing_and_leaves_the_ca_pending(
-        rotated: Rotated) -> None:
-    """What the code does today: the key ring raises EnvelopeError, which is neither a KmsError (that would
-    end the CA ``failed``) nor transient (that would retry), so the task fails once, its transaction rolls
-    back and its message is acknowledged. The CA stays ``pending`` with no error message, and nothing
-    re-enqueues it: there is no reconciler for CAs yet. The worker itself stays up."""
+async def test_worker_and_api_on_the_retired_root_key_refuse_to_start(rotated: Rotated) -> None:
+    """After a rotation, a process still pointed at the old root key would wrap new projects' data keys
+    under a key nobody else has; both the worker and the API refuse to start instead, saying why, and the
+    old key never reaches a log line."""
     stack = rotated.stack
-    _restart(stack, api_key=rotated.new_key_file, worker_key=rotated.old_key_file, worker_name="stale-worker")
-    project_id, root_id = next(iter(rotated.roots.items()))
-    async with aiohttp.ClientSession() as session:
-        client = await _as_tenant(stack, session, rotated.credentials[project_id])
+    stack.stop_all()
+    signed_before = await _signatures(stack)
+    stale_env = {"KMS_ROOT_KEY_FILE": str(rotated.old_key_file)}
+    worker = stack.spawn("stale-worker", [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+                                          "--concurrency", "1", "-Q", "kms.signing"], stale_env)
+    api = stack.spawn("stale-api", [sys.executable, "-m", "api.cli", "serve", "--port", str(free_port())], stale_env)
+    for proc in (worker, api):
+        assert proc.wait(60) != 0
+    for name in ("stale-worker", "stale-api"):
+        log = stack.log_path(name).read_text()
+        assert "not the one this database's keys are wrapped under" in log, log[-2000:]
+        for key_file in (rotated.old_key_file, rotated.new_key_file):
+            assert key_file.read_text().strip() not in log
+    assert await _signatures(stack) == signed_before
 
-        r = await client.post(CAS, ca_body(project_id, "under stale worker", parent=root_id))
 
-        assert r.status == 202 and r.body["status"] == "pending", r.body
-        ca_id = r.body["id"]  # the POST waited 10 s: room for a retry loop to show itself, were there one
-        view = await client.get(f"{CAS}/{ca_id}")
-        assert view.body["status"] == "pending" and view.body["errorMessage"] is None, view.body
-        assert (await client.get(f"{CAS}/{ca_id}/certificate")).status == 409
+async def _signatures(stack: Stack) -> int:
     db = await asyncpg.connect(stack.database_url)
     try:
-        row = await db.fetchrow("SELECT encrypted_private_key, certificate_pem FROM certificate_authorities"
-                                " WHERE id = $1", UUID(ca_id))
-        signed = await db.fetchval("SELECT count(*) FROM audit_events WHERE action = 'certificate.sign'"
-                                   " AND subject_id = $1", ca_id)
+        count: int = await db.fetchval("SELECT count(*) FROM audit_events WHERE action = 'certificate.sign'")
+        return count
     finally:
         await db.close()
-    assert row["encrypted_private_key"] is None and row["certificate_pem"] is None
-    assert signed == 0
-    log = stack.log_path("stale-worker").read_text()
-    task_lines = [line for line in log.splitlines() if ca_id in line]
-    # Received once, failed once on the project's data key: no retry loop, no crash.
-    assert len(task_lines) == 2, task_lines
-    assert "received" in task_lines[0]
-    assert "raised unexpected: EnvelopeError('data key of project" in task_lines[1]
-    assert stack.processes["stale-worker"].poll() is None
-    for key_file in (rotated.old_key_file, rotated.new_key_file):
-        assert key_file.read_text().strip() not in log
