@@ -14,7 +14,7 @@ from api.auth import current_identity
 from api.body import parse, path_uuid, query_int, query_uuid
 from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
 from api.routing import Routes, absolute_url
-from shared import access, tasks
+from shared import access
 from shared.db import Executor
 from shared.db import requests as db
 from shared.db.identities import Identity
@@ -90,12 +90,9 @@ async def _render(request: web.Request, identity: Identity, found: RequestWithCe
     return web.json_response(view.to_json(), status=status or 200, headers=headers)
 
 
-async def _enqueue(request: web.Request, request_id: UUID) -> None:
-    try:
-        await request.app[BROKER].send(tasks.ISSUE_CERTIFICATE, [str(request_id)])
-    except Exception as exc:  # the row is the truth: the reconciler will enqueue it (DESIGN.md 4.1)
-        log.warning("enqueue failed; the reconciler will retry", extra={
-            "certificate_request_id": str(request_id), "error": f"{type(exc).__name__}: {exc}"})
+def _enqueue(request: web.Request, request_id: UUID) -> None:
+    # Coalesced with requests arriving at the same moment into one chunk message (see Broker.ring).
+    request.app[BROKER].ring(str(request_id))
 
 
 @routes.route("POST", BASE, summary="Request a certificate (answers at once with a request id)", body=IssueBody,
@@ -133,7 +130,7 @@ async def issue(request: web.Request) -> web.Response:
             raise Conflict("idempotency key conflict; retry")
         row = _repeated(existing, fingerprint)
     else:
-        await _enqueue(request, row.id)
+        _enqueue(request, row.id)
     return await _answer(request, identity, row, wait)
 
 
@@ -261,7 +258,7 @@ async def renew(request: web.Request) -> web.Response:
         pool, project_id=cert.project_id, profile_id=cert.profile_id, csr_pem=None, attributes=stored,
         server_key=True, remove_roots=original.remove_roots, requested_by=identity.id, renewal_of=cert.id)
     assert row is not None
-    await _enqueue(request, row.id)
+    _enqueue(request, row.id)
     return await _answer(request, identity, row, wait)
 
 
