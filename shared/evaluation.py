@@ -271,8 +271,12 @@ def read_csr(csr_pem: str) -> CsrRequest:
     try:
         public_key = csr.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise BadRequest(f"CSR public key cannot be loaded: {_short(exc)}") from None
-    key_algorithm = algorithm_of_public_key(public_key)
+        raise BadRequest(f"CSR public key cannot be loaded: {_short(exc)}",
+                         [FieldError("csr", "unsupported public key")]) from None
+    try:
+        key_algorithm = algorithm_of_public_key(public_key)
+    except BadRequest as exc:
+        raise BadRequest(exc.detail, [FieldError("csr", exc.detail)]) from None
     try:
         signature_valid = csr.is_signature_valid
     except (ValueError, UnsupportedAlgorithm):
