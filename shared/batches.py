@@ -145,6 +145,10 @@ def encode_item_cursor(index: int) -> str:
 def decode_item_cursor(cursor: str | None) -> int:
     if cursor is None:
         return -1
-    if not cursor.startswith("i") or not cursor[1:].isdigit():
+    digits = cursor[1:]
+    # ASCII digits only (str.isdigit also accepts "²" and "٣"), and never past the last possible index:
+    # a longer number would overflow the integer column the query compares it with.
+    if not cursor.startswith("i") or not (digits.isascii() and digits.isdigit()) or len(digits) > 5 \
+            or int(digits) >= MAX_BATCH_ITEMS:
         raise BadRequest("invalid cursor", [FieldError("cursor", "not a cursor this API returned")])
-    return int(cursor[1:])
+    return int(digits)
