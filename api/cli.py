@@ -86,7 +86,6 @@ def _serve(args: argparse.Namespace, rest: list[str], settings: Settings) -> int
     from aiohttp import web
 
     from api.app import create_app
-
     from shared.errors import ConfigurationError
 
     configure_logging(settings.log_level, settings.log_format)

@@ -3,19 +3,35 @@
     async with KmsClient("http://127.0.0.1:8080") as kms:
         await kms.login(client_id, client_secret)
         result = await kms.issue(profile_id, attributes={"commonName": "a.example.com"})
+
+Bulk batches (an extension of the API):
+
+    created = await kms.submit_batch(profile_id, [{"attributes": {...}}, {"csr": pem}, ...])
+    view = await kms.wait_for_batch(created["batchId"])
+    async for item in kms.stream_batch_items(created["batchId"], status="issued"):
+        ...
+
+Waiting is the server's job where it can be: ``?wait=N`` long-polls (at most 30 s a call), and between
+calls the client sleeps for the server's ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
 ISSUE = "/api/v1/cert-manager/certificates"
 REQUESTS = ISSUE + "/certificate-requests"
+BATCHES = "/api/v1/cert-manager/certificate-batches"
 FINAL = ("issued", "failed")
+MAX_WAIT = 30  # the API's ceiling for ?wait=N
+MAX_BATCH_ITEMS = 10_000  # the API refuses larger batches
+MAX_ITEMS_PAGE = 1000  # the items endpoint's largest ?limit=
+NDJSON = "application/x-ndjson"
 
 
 class ApiError(Exception):
@@ -29,11 +45,30 @@ class ApiError(Exception):
                          + (f" ({errors})" if errors else ""))
 
 
+def item_cursor(after_index: int) -> str | None:
+    """The cursor that makes the batch items endpoint answer from ``after_index + 1`` on (None: from 0).
+
+    The API's item cursors are ``i<index of the last item seen>`` (``shared/batches.py``); building one
+    lets an interrupted download resume after any index instead of paging again from the start.
+    """
+    return None if after_index < 0 else f"i{after_index}"
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return float(value) if value else None
+    except ValueError:  # an HTTP date: not sent by this API; treat as "soon"
+        return 1.0
+
+
 class KmsClient:
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 60) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # A stream may last longer than one call may: it only has to keep sending.
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> KmsClient:
@@ -45,13 +80,17 @@ class KmsClient:
         if self._session is not None:
             await self._session.close()
 
+    def _headers(self, headers: dict[str, str] | None) -> dict[str, str]:
+        hdrs = dict(headers or {})
+        if self.token:
+            hdrs["Authorization"] = f"Bearer {self.token}"
+        return hdrs
+
     async def call(self, method: str, path: str, body: Any = None, *, params: dict[str, str] | None = None,
                    headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
         """Returns (status, decoded body, headers); raises ApiError for a problem+json answer."""
         assert self._session is not None, "use `async with KmsClient(...)`"
-        hdrs = dict(headers or {})
-        if self.token:
-            hdrs["Authorization"] = f"Bearer {self.token}"
+        hdrs = self._headers(headers)
         data = None
         if body is not None:
             data = json.dumps(body)
@@ -65,10 +104,17 @@ class KmsClient:
             return resp.status, decoded, dict(resp.headers)
 
     async def login(self, client_id: str, client_secret: str) -> str:
+        token, _ = await self.login_session(client_id, client_secret)
+        return token
+
+    async def login_session(self, client_id: str, client_secret: str) -> tuple[str, int]:
+        """Logs in; returns the access token and its lifetime in seconds (``expiresIn``)."""
         _, body, _ = await self.call("POST", "/api/v1/auth/universal-auth/login",
                                      {"clientId": client_id, "clientSecret": client_secret})
-        self.token = body["accessToken"]
-        return str(self.token)
+        self.token = str(body["accessToken"])
+        return self.token, int(body.get("expiresIn") or 0)
+
+    # -- single certificates ---------------------------------------------------------------------
 
     async def submit(self, profile_id: str, *, csr: str | None = None, attributes: dict[str, Any] | None = None,
                      wait: int = 0, idempotency_key: str | None = None) -> dict[str, Any]:
@@ -78,16 +124,15 @@ class KmsClient:
         if attributes is not None:
             body["attributes"] = attributes
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        params = {"wait": str(wait)} if wait else None
+        params = {"wait": str(min(wait, MAX_WAIT))} if wait > 0 else None
         _, result, _ = await self.call("POST", ISSUE, body, params=params, headers=headers)
         return dict(result)
 
     async def request_status(self, request_id: str, *, wait: int = 0) -> tuple[dict[str, Any], float | None]:
         """The request and the server's Retry-After (None once final)."""
-        params = {"wait": str(wait)} if wait else None
+        params = {"wait": str(min(wait, MAX_WAIT))} if wait > 0 else None
         _, result, headers = await self.call("GET", f"{REQUESTS}/{request_id}", params=params)
-        retry = headers.get("Retry-After")
-        return dict(result), float(retry) if retry else None
+        return dict(result), _retry_after(headers)
 
     async def wait_for(self, request_id: str, *, timeout: float = 120, long_poll: int = 25) -> dict[str, Any]:
         """Long-poll until the request is issued or failed, honouring Retry-After between polls."""
@@ -105,9 +150,97 @@ class KmsClient:
 
     async def issue(self, profile_id: str, *, csr: str | None = None, attributes: dict[str, Any] | None = None,
                     timeout: float = 120, idempotency_key: str | None = None) -> dict[str, Any]:
-        """Submit and wait for the outcome (``status`` issued or failed)."""
-        first = await self.submit(profile_id, csr=csr, attributes=attributes, wait=min(int(timeout), 30),
+        """Submit and wait for the outcome (``status`` issued or failed), ``timeout`` seconds in all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        first = await self.submit(profile_id, csr=csr, attributes=attributes, wait=int(timeout),
                                   idempotency_key=idempotency_key)
         if first["status"] in FINAL:
             return first
-        return await self.wait_for(first["certificateRequestId"], timeout=timeout)
+        return await self.wait_for(first["certificateRequestId"], timeout=max(0.0, deadline - loop.time()))
+
+    # -- bulk batches ----------------------------------------------------------------------------
+
+    async def submit_batch(self, profile_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Submits up to 10,000 items (each ``{csr? | attributes?, profileId?}``) as one batch.
+        Returns ``{batchId, total, failedAtSubmission}``: invalid items fail alone, as failed items."""
+        if not items:
+            raise ValueError("a batch needs at least one item")
+        if len(items) > MAX_BATCH_ITEMS:
+            raise ValueError(f"a batch holds at most {MAX_BATCH_ITEMS:,} items; got {len(items):,}")
+        _, created, _ = await self.call("POST", BATCHES, {"profileId": profile_id, "items": items})
+        return dict(created)
+
+    async def batch(self, batch_id: str, *, wait: int = 0) -> tuple[dict[str, Any], float | None]:
+        """The batch's live counters ``{status, total, issued, failed, pending, ...}`` and the server's
+        Retry-After (None once completed). ``wait`` long-polls until the batch completes (at most 30 s)."""
+        params = {"wait": str(min(wait, MAX_WAIT))} if wait > 0 else None
+        _, view, headers = await self.call("GET", f"{BATCHES}/{batch_id}", params=params)
+        return dict(view), _retry_after(headers)
+
+    async def wait_for_batch(self, batch_id: str, *, timeout: float = 600, long_poll: int = 25) -> dict[str, Any]:
+        """Long-poll until every item of the batch is issued or failed, honouring Retry-After between polls."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            view, retry_after = await self.batch(batch_id, wait=max(0, min(long_poll, int(remaining))))
+            if view["status"] == "completed":
+                return view
+            if loop.time() >= deadline:
+                raise TimeoutError(f"batch {batch_id} still has {view['pending']} pending items after {timeout}s")
+            if retry_after:
+                await asyncio.sleep(min(retry_after, max(0.0, deadline - loop.time())))
+
+    async def batch_items(self, batch_id: str, *, status: str | None = None, cursor: str | None = None,
+                          limit: int = 100) -> dict[str, Any]:
+        """One page ``{items, nextCursor}`` of a batch's items in index order (``status``: pending, issued
+        or failed; pending includes processing)."""
+        params = {"limit": str(limit)}
+        if status is not None:
+            params["status"] = status
+        if cursor is not None:
+            params["cursor"] = cursor
+        _, page, _ = await self.call("GET", f"{BATCHES}/{batch_id}/items", params=params)
+        return dict(page)
+
+    async def iter_batch_items(self, batch_id: str, *, status: str | None = None, after: int = -1,
+                               page_size: int = MAX_ITEMS_PAGE) -> AsyncIterator[dict[str, Any]]:
+        """Every matching item after index ``after``, page by page."""
+        cursor = item_cursor(after)
+        while True:
+            page = await self.batch_items(batch_id, status=status, cursor=cursor, limit=page_size)
+            for item in page["items"]:
+                yield dict(item)
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return
+
+    async def stream_batch_items(self, batch_id: str, *, status: str | None = None,
+                                 after: int = -1) -> AsyncIterator[dict[str, Any]]:
+        """Every matching item after index ``after`` in one NDJSON response (the server pages internally,
+        so neither side holds the whole batch in memory)."""
+        assert self._session is not None, "use `async with KmsClient(...)`"
+        params = {}
+        if status is not None:
+            params["status"] = status
+        cursor = item_cursor(after)
+        if cursor is not None:
+            params["cursor"] = cursor
+        async with self._session.get(f"{self.base_url}{BATCHES}/{batch_id}/items", params=params,
+                                     headers=self._headers({"Accept": NDJSON}),
+                                     timeout=self._stream_timeout) as resp:
+            if resp.status >= 400:
+                raw = await resp.read()
+                problem = json.loads(raw) if raw and resp.content_type.endswith("json") else {"detail": raw.decode()}
+                raise ApiError(resp.status, problem if isinstance(problem, dict) else {"detail": str(problem)})
+            # Split lines here rather than with StreamReader.readline, whose line length is capped.
+            pending = b""
+            async for chunk in resp.content.iter_any():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield dict(json.loads(line))
+            if pending.strip():
+                yield dict(json.loads(pending))

@@ -1,0 +1,604 @@
+"""The client commands of ``kms-pki``: ``login``, ``cert request``, ``cert status``, ``batch submit`` and
+``batch fetch``. They talk to the HTTP API only, through ``client.sdk`` (``api/cli.py`` hands these
+command names over before it parses anything of its own).
+
+Choices made where the issue was silent:
+
+- ``kms-pki login --url URL --client-id ID --client-secret SECRET`` (each also from ``KMS_URL``,
+  ``KMS_CLIENT_ID``, ``KMS_CLIENT_SECRET``; nothing is prompted for) stores ``{url, accessToken,
+  expiresAt}`` in ``$KMS_CONFIG_DIR/session.json`` (else ``$XDG_CONFIG_HOME/kms-pki``, else
+  ``~/.config/kms-pki``), mode 0600 in a 0700 folder. The secret is not stored, and the token is never
+  printed. The other commands use the session; ``--url`` overrides its address (``KMS_URL`` is read by
+  ``login`` only, so a stale variable cannot send a token to another server). An expired session is
+  refused with a hint to log in again, before any request.
+- ``cert request --profile ID (--csr FILE | --cn NAME [--san dns:N|ip:A|email:E|uri:U ...] [--ttl 30d]
+  [--key-algorithm ALG]) --out DIR [--wait 30]`` writes ``DIR/cert.pem``, ``DIR/chain.pem`` and, only when
+  the server generated the key, ``DIR/key.pem`` (mode 0600); each file is replaced atomically. It prints
+  ``certificateRequestId``, ``status``, ``serialNumber`` and ``certificateId``, one ``name: value`` a
+  line. No name is added implicitly: ``--cn`` alone asks for a subject without SANs, as the policy
+  decides what is allowed. With ``--csr``, ``--ttl`` (and ``--san``/``--key-algorithm``, which must then
+  agree with the CSR) travel as ``attributes`` beside it. ``--wait`` bounds the whole wait (long-poll
+  ``?wait=`` then ``Retry-After``).
+- ``cert status ID [--wait N]`` prints the request as JSON, without ``privateKey``.
+- ``batch submit --profile ID --input PATH --out DIR``: ``PATH`` is a JSON-lines file (one object of
+  attributes a line; blank lines skipped) or a folder whose ``*.csr`` files, sorted by name, are the
+  items. More than 10,000 items are refused before anything is sent. ``DIR/batch.json`` (``batchId,
+  total, url, profileId, input, sources``, where ``sources[i]`` names the file or ``file:line`` of item
+  ``i``) is written as soon as the batch is accepted, then the items are downloaded as they complete.
+- Item folders: ``DIR/<index>/`` holds ``cert.pem``, ``chain.pem``, ``key.pem`` (0600, server keys only)
+  and ``item.json`` (index, request id, status, certificate id, serial, source; no key), or ``error.txt``
+  and ``item.json`` for a failed item. Each is written in ``DIR/.partial-<index>`` and renamed into
+  place, so a folder that exists under its final name is complete; ``batch fetch`` removes leftover
+  partial folders and never rewrites a complete one. A lock on ``DIR/.lock`` keeps two downloads out of
+  the same folder.
+- ``batch fetch ID --out DIR`` resumes ``batch submit`` (after Ctrl-C, SIGKILL or a lost connection) or
+  downloads a batch anew. How the download stays cheap for 10,000 items: the batch counters are polled
+  with ``?wait=1`` (which also returns at once on completion) and ``Retry-After``; only when they show
+  items finished that are not on disk yet are items fetched, and only for the index ranges missing on
+  disk: the open-ended last range as NDJSON streams filtered ``status=issued`` / ``status=failed`` (no
+  pending rows, nothing already on disk), ranges in between as cursor pages bounded to the range. An
+  interrupted download resumes after the last index on disk rather than from the start.
+- The progress bar (``client.progress``) is on stderr: done/total, percent, items/s, ETA; redrawn with
+  ``\\r`` on a terminal, else one line every few seconds.
+- Output: results on stdout, progress and messages on stderr. A problem+json answer is printed as its
+  title, detail and every field error. Exit codes: 0 done; 1 an error (or a request that ended
+  ``failed``); 2 a usage error; 3 ``cert request`` gave up waiting (the request id is printed: ask
+  ``cert status``); 4 a batch downloaded completely with some failed items; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from client.progress import Progress
+from client.sdk import FINAL, MAX_BATCH_ITEMS, MAX_ITEMS_PAGE, ApiError, KmsClient, item_cursor
+
+SESSION_FILE = "session.json"
+BATCH_FILE = "batch.json"
+PARTIAL = ".partial-"
+SAN_TYPES = {"dns": "dns_name", "ip": "ip_address", "email": "email", "uri": "uri",
+             "dns_name": "dns_name", "ip_address": "ip_address"}
+# Inner gaps closer than this are fetched as one range: a few items fetched twice cost less than a request.
+MERGE_GAP = 64
+
+EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_ITEMS_FAILED, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
+
+
+class CliError(Exception):
+    """A problem the user can fix, said in one message (exit 1)."""
+
+
+# -- entry point -------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        result: int = asyncio.run(args.run(args))
+        return result
+    except ApiError as exc:
+        print(describe_problem(exc), file=sys.stderr)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except aiohttp.ClientError as exc:
+        print(f"error: cannot reach the API: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except TimeoutError:
+        print("error: the API did not answer in time", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR
+
+
+def describe_problem(exc: ApiError) -> str:
+    """A problem+json answer as lines a person reads: title and status, detail, each field error."""
+    problem = exc.problem
+    title = problem.get("title") or "request refused"
+    errors = [e for e in problem.get("errors") or [] if isinstance(e, dict)]
+    detail = str(problem.get("detail") or "")
+    if errors and all(str(e.get("message")) in detail for e in errors):
+        detail = ""  # the detail only repeats the field errors listed below
+    lines = [f"error: {title} ({exc.status})" + (f": {detail}" if detail else "")]
+    lines += [f"  {e.get('field')}: {e.get('message')}" for e in errors]
+    if exc.status == 401:
+        lines.append("  the session is missing, expired or revoked: run `kms-pki login` again")
+    if problem.get("requestId"):
+        lines.append(f"  request id: {problem['requestId']}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kms-pki", description="Hanzo KMS certificate client")
+    sub = parser.add_subparsers(dest="command", required=True)
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument("--url", help="API base URL (default: the one logged in to)")
+
+    p = sub.add_parser("login", help="log in with a machine identity and keep the session")
+    p.add_argument("--url", default=os.environ.get("KMS_URL"), help="API base URL (env KMS_URL)")
+    p.add_argument("--client-id", default=os.environ.get("KMS_CLIENT_ID"), help="(env KMS_CLIENT_ID)")
+    p.add_argument("--client-secret", default=os.environ.get("KMS_CLIENT_SECRET"),
+                   help="(env KMS_CLIENT_SECRET; prefer the variable: arguments are visible to other users)")
+    p.set_defaults(run=login)
+
+    cert = sub.add_parser("cert", help="single certificates").add_subparsers(dest="cert_command", required=True)
+    p = cert.add_parser("request", parents=[url], help="request a certificate and write its files")
+    p.add_argument("--profile", required=True, help="certificate profile id")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--csr", type=Path, help="a PEM CSR (the key stays with you)")
+    what.add_argument("--cn", help="common name (the server generates the key)")
+    p.add_argument("--san", action="append", default=[], type=_san, metavar="TYPE:VALUE",
+                   help="subject alternative name: dns:NAME, ip:ADDR, email:ADDR or uri:URI (repeatable)")
+    p.add_argument("--ttl", help="validity, e.g. 30d (default: the profile's)")
+    p.add_argument("--key-algorithm", help="e.g. EC_prime256v1, RSA_2048 (default: the profile's)")
+    p.add_argument("--out", required=True, type=Path, help="folder for cert.pem, chain.pem and key.pem")
+    p.add_argument("--wait", type=int, default=30, help="seconds to wait for the certificate (default 30)")
+    p.set_defaults(run=cert_request)
+
+    p = cert.add_parser("status", parents=[url], help="print a certificate request as JSON")
+    p.add_argument("request_id")
+    p.add_argument("--wait", type=int, default=0, help="seconds to wait for it to be issued or failed")
+    p.set_defaults(run=cert_status)
+
+    batch = sub.add_parser("batch", help="bulk batches").add_subparsers(dest="batch_command", required=True)
+    p = batch.add_parser("submit", parents=[url], help="submit a batch and download its certificates")
+    p.add_argument("--profile", required=True, help="certificate profile id")
+    p.add_argument("--input", required=True, type=Path,
+                   help="a .jsonl file (one JSON object of attributes a line) or a folder of .csr files")
+    p.add_argument("--out", required=True, type=Path, help="folder for batch.json and one folder per item")
+    p.set_defaults(run=batch_submit)
+
+    p = batch.add_parser("fetch", parents=[url], help="download (or resume downloading) a batch")
+    p.add_argument("batch_id")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(run=batch_fetch)
+    return parser
+
+
+def _san(text: str) -> dict[str, str]:
+    kind, sep, value = text.partition(":")
+    if not sep or not value or kind.lower() not in SAN_TYPES:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected dns:NAME, ip:ADDR, email:ADDR or uri:URI")
+    return {"type": SAN_TYPES[kind.lower()], "value": value}
+
+
+# -- session -----------------------------------------------------------------------------------------
+
+
+def config_dir() -> Path:
+    if os.environ.get("KMS_CONFIG_DIR"):
+        return Path(os.environ["KMS_CONFIG_DIR"])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "kms-pki"
+
+
+def save_session(url: str, token: str, expires_at: datetime) -> Path:
+    folder = config_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / SESSION_FILE
+    session = {"url": url, "accessToken": token, "expiresAt": expires_at.isoformat().replace("+00:00", "Z")}
+    write_file(path, json.dumps(session, indent=2) + "\n", mode=0o600)
+    return path
+
+
+def load_session() -> dict[str, str]:
+    path = config_dir() / SESSION_FILE
+    try:
+        session: dict[str, str] = json.loads(path.read_text())
+        if missing := {"url", "accessToken", "expiresAt"} - set(session):
+            raise KeyError(", ".join(sorted(missing)))
+        expires = datetime.fromisoformat(session["expiresAt"].replace("Z", "+00:00"))
+    except FileNotFoundError:
+        raise CliError("not logged in: run `kms-pki login --url URL --client-id ID --client-secret SECRET`") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CliError(f"{path} is not a session file ({exc!r}): run `kms-pki login` again") from None
+    if expires <= datetime.now(UTC):
+        raise CliError(f"the session expired at {session['expiresAt']}: run `kms-pki login` again")
+    return session
+
+
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace) -> AsyncIterator[KmsClient]:
+    session = load_session()
+    async with KmsClient(args.url or session["url"], session["accessToken"]) as kms:
+        yield kms
+
+
+async def login(args: argparse.Namespace) -> int:
+    missing = [flag for flag, value in (("--url", args.url), ("--client-id", args.client_id),
+                                        ("--client-secret", args.client_secret)) if not value]
+    if missing:
+        raise CliError(f"missing {', '.join(missing)} (or KMS_URL, KMS_CLIENT_ID, KMS_CLIENT_SECRET)")
+    async with KmsClient(args.url) as kms:
+        token, expires_in = await kms.login_session(args.client_id, args.client_secret)
+    expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=expires_in)
+    path = save_session(args.url.rstrip("/"), token, expires_at)
+    print(f"logged in to {args.url} as {args.client_id}; the session lasts until "
+          f"{expires_at.isoformat().replace('+00:00', 'Z')} ({path})", file=sys.stderr)
+    return EXIT_OK
+
+
+# -- files -------------------------------------------------------------------------------------------
+
+
+def write_file(path: Path, text: str, *, mode: int = 0o644) -> None:
+    """Replaces ``path`` atomically (a temporary file in the same folder, then rename) with ``mode``:
+    a reader never sees half a file, and a key file is never readable by others, even for a moment."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _make_out_dir(path: Path) -> None:
+    # Created 0700 when new: it will hold private keys. An existing folder keeps its mode.
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+# -- cert request / status ---------------------------------------------------------------------------
+
+
+async def cert_request(args: argparse.Namespace) -> int:
+    attributes: dict[str, Any] = {}
+    if args.cn:
+        attributes["commonName"] = args.cn
+    if args.san:
+        attributes["altNames"] = args.san
+    if args.ttl:
+        attributes["ttl"] = args.ttl
+    if args.key_algorithm:
+        attributes["keyAlgorithm"] = args.key_algorithm
+    csr = None
+    if args.csr is not None:
+        try:
+            csr = args.csr.read_text()
+        except OSError as exc:
+            raise CliError(f"cannot read the CSR: {exc}") from None
+    async with _client(args) as kms:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0, args.wait)
+        result = await kms.submit(args.profile, csr=csr, attributes=attributes or None, wait=args.wait)
+        if result["status"] not in FINAL and deadline > loop.time():
+            try:
+                result = await kms.wait_for(result["certificateRequestId"], timeout=deadline - loop.time())
+            except TimeoutError:
+                result, _ = await kms.request_status(result["certificateRequestId"])
+    for field in ("certificateRequestId", "status", "serialNumber", "certificateId"):
+        if result.get(field):
+            print(f"{field}: {result[field]}")
+    if result["status"] == "failed":
+        print(f"error: the request failed: {result.get('errorMessage') or 'no reason given'}", file=sys.stderr)
+        return EXIT_ERROR
+    if result["status"] != "issued":
+        print(f"still {result['status']} after {args.wait}s; ask again with "
+              f"`kms-pki cert status {result['certificateRequestId']} --wait 30`", file=sys.stderr)
+        return EXIT_PENDING
+    _make_out_dir(args.out)
+    written = [args.out / "cert.pem", args.out / "chain.pem"]
+    write_file(written[0], result["certificate"])
+    write_file(written[1], result.get("certificateChain") or "")
+    if result.get("privateKey"):
+        written.append(args.out / "key.pem")
+        write_file(written[2], result["privateKey"], mode=0o600)
+    print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return EXIT_OK
+
+
+async def cert_status(args: argparse.Namespace) -> int:
+    async with _client(args) as kms:
+        if args.wait > 0:
+            try:
+                result = await kms.wait_for(args.request_id, timeout=args.wait)
+            except TimeoutError:
+                result, _ = await kms.request_status(args.request_id)
+        else:
+            result, _ = await kms.request_status(args.request_id)
+    result.pop("privateKey", None)
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+# -- batches: input ----------------------------------------------------------------------------------
+
+
+def read_batch_input(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The batch items of a .jsonl file of attributes or a folder of .csr files, and where each came from."""
+    if path.is_dir():
+        files = sorted((p for p in path.iterdir() if p.suffix == ".csr" and p.is_file()), key=lambda p: p.name)
+        if not files:
+            raise CliError(f"{path} holds no .csr files")
+        _check_size(len(files), path)
+        return [{"csr": f.read_text()} for f in files], [f.name for f in files]
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise CliError(f"cannot read the input: {exc}") from None
+    items, sources = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            attributes = json.loads(line)
+        except ValueError as exc:
+            raise CliError(f"{path}:{number}: not JSON ({exc})") from None
+        if not isinstance(attributes, dict):
+            raise CliError(f"{path}:{number}: expected a JSON object of attributes, e.g. "
+                           '{"commonName": "a.example.com", "altNames": [{"type": "dns_name", "value": ...}]}')
+        items.append({"attributes": attributes})
+        sources.append(f"{path.name}:{number}")
+    if not items:
+        raise CliError(f"{path} holds no items")
+    _check_size(len(items), path)
+    return items, sources
+
+
+def _check_size(count: int, path: Path) -> None:
+    if count > MAX_BATCH_ITEMS:
+        raise CliError(f"{path} holds {count:,} items; a batch holds at most {MAX_BATCH_ITEMS:,}: "
+                       "split the input and submit several batches")
+
+
+# -- batches: the output folder ----------------------------------------------------------------------
+
+
+class ItemFolders:
+    """``DIR/<index>/`` for each downloaded item, each written whole or not at all: it is filled under
+    ``DIR/.partial-<index>`` and renamed into place, so a folder under its final name is complete (an
+    interrupted write leaves only a partial folder, which the next download removes)."""
+
+    def __init__(self, root: Path, sources: list[str] | None = None) -> None:
+        self.root = root
+        self.sources = sources or []
+        self.issued: set[int] = set()
+        self.failed: set[int] = set()
+
+    @property
+    def done(self) -> int:
+        return len(self.issued) + len(self.failed)
+
+    def __contains__(self, index: int) -> bool:
+        return index in self.issued or index in self.failed
+
+    def scan(self) -> None:
+        """Learns what earlier runs completed; removes what they left half-written."""
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(PARTIAL):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            elif entry.name.isdigit() and entry.is_dir():
+                failed = os.path.exists(os.path.join(entry.path, "error.txt"))
+                (self.failed if failed else self.issued).add(int(entry.name))
+
+    def write(self, item: dict[str, Any]) -> None:
+        # Plain os calls on str paths: 10,000 items are 50,000 files, and pathlib's overhead showed.
+        index = int(item["index"])
+        # A fixed partial name is safe: the folder is locked, and scan() cleared what a killed run left.
+        tmp = os.path.join(self.root, f"{PARTIAL}{index}")
+        os.mkdir(tmp, 0o700)  # keys go in
+        try:
+            meta = {k: item.get(k) for k in ("index", "certificateRequestId", "status", "certificateId",
+                                             "serialNumber", "errorMessage")}
+            if index < len(self.sources):
+                meta["source"] = self.sources[index]
+            if item["status"] == "issued":
+                _write_new(f"{tmp}/cert.pem", item["certificate"])
+                _write_new(f"{tmp}/chain.pem", item.get("certificateChain") or "")
+                if item.get("privateKey"):
+                    _write_new(f"{tmp}/key.pem", item["privateKey"], mode=0o600)
+            else:
+                _write_new(f"{tmp}/error.txt", (item.get("errorMessage") or "failed, no reason given") + "\n")
+            _write_new(f"{tmp}/item.json", json.dumps(meta) + "\n")
+            os.rename(tmp, os.path.join(self.root, str(index)))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        (self.issued if item["status"] == "issued" else self.failed).add(index)
+
+    def gaps(self, total: int) -> Iterator[tuple[int, int]]:
+        """Inclusive index ranges not on disk yet, in order; ranges closer than MERGE_GAP are joined."""
+        return runs((i for i in range(total) if i not in self), join=MERGE_GAP)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One download at a time per folder (the lock dies with its process, SIGKILL included)."""
+        with open(self.root / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CliError(f"another kms-pki is downloading into {self.root}") from None
+            yield
+
+
+def _write_new(path: str, text: str, *, mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        if mode != 0o644:
+            os.fchmod(fd, mode)  # exactly this mode, whatever the umask
+        data = memoryview(text.encode())
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+
+
+# -- batches: download -------------------------------------------------------------------------------
+
+
+class BatchDownload:
+    """Downloads a batch's items into ``ItemFolders`` as they complete (see the module docstring)."""
+
+    def __init__(self, kms: KmsClient, batch_id: str, total: int, folders: ItemFolders, progress: Progress) -> None:
+        self.kms = kms
+        self.batch_id = batch_id
+        self.total = total
+        self.folders = folders
+        self.progress = progress
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._show()
+        first = True
+        while self.folders.done < self.total:
+            asked = loop.time()
+            # ?wait=1 doubles as the pause between polls, and answers at once when the batch completes.
+            view, retry_after = await self.kms.batch(self.batch_id, wait=0 if first else 1)
+            first = False
+            completed = view["status"] == "completed"
+            if completed or view["issued"] > len(self.folders.issued) or view["failed"] > len(self.folders.failed):
+                await self._sweep(view)
+            if self.folders.done >= self.total:
+                break
+            if completed:
+                raise CliError(f"the server reports batch {self.batch_id} completed, yet items "
+                               f"{_ranges(self.folders.gaps(self.total))} were not returned; run `kms-pki batch "
+                               "fetch` again")
+            await asyncio.sleep(max(0.0, (retry_after or 1.0) - (loop.time() - asked)))
+
+    async def _sweep(self, view: dict[str, Any]) -> None:
+        """Fetches the finished items of every index range missing on disk."""
+        for start, end in list(self.folders.gaps(self.total)):
+            if end == self.total - 1:
+                # The open-ended last range: filtered streams return finished items only, none on disk.
+                if view["issued"] > len(self.folders.issued):
+                    await self._take_all(self.kms.stream_batch_items(self.batch_id, status="issued", after=start - 1))
+                if view["failed"] > len(self.folders.failed):
+                    await self._take_all(self.kms.stream_batch_items(self.batch_id, status="failed", after=start - 1))
+            else:
+                # A closed range: unfiltered pages hold exactly its indexes (pending items are small).
+                after = start - 1
+                while after < end:
+                    page = await self.kms.batch_items(self.batch_id, cursor=item_cursor(after),
+                                                      limit=min(MAX_ITEMS_PAGE, end - after))
+                    if not page["items"]:
+                        break
+                    for item in page["items"]:
+                        self._take(item)
+                    after = int(page["items"][-1]["index"])
+
+    async def _take_all(self, items: AsyncIterator[dict[str, Any]]) -> None:
+        async for item in items:
+            self._take(item)
+
+    def _take(self, item: dict[str, Any]) -> None:
+        index = int(item["index"])
+        ready = item["status"] == "failed" or (item["status"] == "issued" and item.get("certificate"))
+        if ready and index not in self.folders and 0 <= index < self.total:
+            self.folders.write(item)
+            self._show()
+
+    def _show(self) -> None:
+        failed = len(self.folders.failed)
+        self.progress.update(self.folders.done, note=f"{failed} failed" if failed else "")
+
+
+def runs(indexes: Iterable[int], *, join: int = 1) -> Iterator[tuple[int, int]]:
+    """Ascending indexes as inclusive ranges; indexes at most ``join`` apart share a range."""
+    first = last = -1
+    for index in indexes:
+        if last < 0:
+            first = index
+        elif index - last > join:
+            yield first, last
+            first = index
+        last = index
+    if last >= 0:
+        yield first, last
+
+
+def _ranges(gaps: Iterator[tuple[int, int]]) -> str:
+    shown = [f"{a}" if a == b else f"{a}-{b}" for a, b in gaps]
+    return ", ".join(shown[:5]) + (", ..." if len(shown) > 5 else "")
+
+
+async def _download(kms: KmsClient, batch_id: str, total: int, out: Path, sources: list[str]) -> int:
+    folders = ItemFolders(out, sources)
+    with folders.locked():
+        folders.scan()
+        progress = Progress(total, sys.stderr)
+        try:
+            await BatchDownload(kms, batch_id, total, folders, progress).run()
+        except BaseException as exc:  # Ctrl-C included: say how to go on
+            progress.interrupt()
+            if not isinstance(exc, CliError):
+                print(f"resume with: kms-pki batch fetch {batch_id} --out {out}", file=sys.stderr)
+            raise
+        progress.finish()
+    issued, failed = len(folders.issued), len(folders.failed)
+    print(f"batch {batch_id}: {total} items in {out}: {issued} issued, {failed} failed", file=sys.stderr)
+    if failed:
+        print(f"failed items: {_ranges(runs(sorted(folders.failed)))} (see {out}/<index>/error.txt)",
+              file=sys.stderr)
+        return EXIT_ITEMS_FAILED
+    return EXIT_OK
+
+
+def _read_batch_file(out: Path) -> dict[str, Any] | None:
+    try:
+        saved: dict[str, Any] = json.loads((out / BATCH_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise CliError(f"{out / BATCH_FILE} is damaged ({exc})") from None
+    return saved
+
+
+async def batch_submit(args: argparse.Namespace) -> int:
+    items, sources = read_batch_input(args.input)
+    saved = _read_batch_file(args.out)
+    if saved is not None:
+        raise CliError(f"{args.out} already holds batch {saved.get('batchId')}: resume it with `kms-pki batch "
+                       f"fetch {saved.get('batchId')} --out {args.out}`, or choose another --out")
+    async with _client(args) as kms:
+        print(f"submitting {len(items)} items from {args.input}", file=sys.stderr, flush=True)
+        created = await kms.submit_batch(args.profile, items)
+        batch_id, total = str(created["batchId"]), int(created["total"])
+        _make_out_dir(args.out)
+        # Written before anything else, so that an interrupted run can always be resumed.
+        write_file(args.out / BATCH_FILE, json.dumps({
+            "batchId": batch_id, "total": total, "url": kms.base_url, "profileId": args.profile,
+            "input": str(args.input.resolve()), "submittedAt": _now(), "sources": sources}, indent=2) + "\n")
+        print(f"batchId: {batch_id}", flush=True)
+        print(f"submitted {total} items ({created.get('failedAtSubmission', 0)} refused at submission); "
+              f"downloading into {args.out}", file=sys.stderr)
+        return await _download(kms, batch_id, total, args.out, sources)
+
+
+async def batch_fetch(args: argparse.Namespace) -> int:
+    saved = _read_batch_file(args.out)
+    if saved is not None and saved.get("batchId") != args.batch_id:
+        raise CliError(f"{args.out} holds batch {saved.get('batchId')}, not {args.batch_id}: choose another --out")
+    async with _client(args) as kms:
+        view, _ = await kms.batch(args.batch_id)
+        total = int(view["total"])
+        _make_out_dir(args.out)
+        if saved is None:
+            saved = {"batchId": args.batch_id, "total": total, "url": kms.base_url, "profileId": view.get("profileId")}
+            write_file(args.out / BATCH_FILE, json.dumps(saved, indent=2) + "\n")
+        print(f"batchId: {args.batch_id}", flush=True)
+        return await _download(kms, args.batch_id, total, args.out, list(saved.get("sources") or []))
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
