@@ -33,7 +33,8 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 4,
         "task_default_queue": QUEUE_SIGNING,
-        "task_routes": {ISSUE_BATCH_CHUNK: {"queue": QUEUE_SIGNING}},
+        # The reconciler rides the external queue, so a backlog of signing work cannot delay it.
+        "task_routes": {ISSUE_BATCH_CHUNK: {"queue": QUEUE_SIGNING}, RECONCILE: {"queue": QUEUE_EXTERNAL}},
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "worker_hijack_root_logger": False,

@@ -62,6 +62,8 @@ async def issue(rt: Runtime, cache: CaKeyCache, request_id: UUID) -> str:
         try:
             ctx = await _context(conn, req.profile_id)
             prepared = await _prepare(rt, cache, conn, req, ctx)
+            stored = await db.store_issued(conn, prepared.row, token=token, serial_issuer=prepared.serial_issuer,
+                                           audit_details=prepared.audit_details)
         except KmsError as exc:
             await _fail(conn, req, token, str(exc))
             return "failed"
@@ -69,8 +71,6 @@ async def issue(rt: Runtime, cache: CaKeyCache, request_id: UUID) -> str:
             # Transient: give the request back; Celery's retry (or the reconciler) tries again.
             await _release(conn, [req.id], token, exc)
             raise
-        stored = await db.store_issued(conn, prepared.row, token=token, serial_issuer=prepared.serial_issuer,
-                                       audit_details=prepared.audit_details)
     if not stored:
         # Our lease ran out and another worker took the request: it decides, we stored nothing.
         return "skipped"
@@ -103,6 +103,13 @@ async def issue_many(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], *,
                     done.append(await _prepare(rt, cache, conn, req, ctx))
                 except KmsError as exc:
                     failed.append((req, str(exc)))
+                except TRANSIENT_DB:
+                    raise
+                except Exception as exc:
+                    # One request that breaks the signer must not hold its whole chunk hostage.
+                    log.exception("signing failed", extra={"certificate_request_id": str(req.id)})
+                    failed.append((req, f"the request could not be signed ({type(exc).__name__}); "
+                                        "quote this request id to the operator"))
             async with conn.transaction():
                 await db.store_many(conn, [(p.row, p.serial_issuer, p.audit_details) for p in done], token=token)
                 await db.fail_many(conn, [(r.id, r.project_id, message) for r, message in failed], token=token)
@@ -117,12 +124,14 @@ async def issue_many(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], *,
 
 
 async def _release(conn: asyncpg.Connection, ids: list[UUID], token: UUID, exc: BaseException) -> None:
-    if conn.is_closed():
-        return  # the lease expires and the reconciler takes them again
+    """Give claimed requests back after a transient failure, so the retry need not wait for the lease.
+    Best effort: on a lost connection, the lease expires and the reconciler takes them again."""
     try:
+        if conn.is_closed():
+            return
         for request_id in ids:
             await db.release(conn, request_id, token, f"{type(exc).__name__}: {exc}")
-    except TRANSIENT_DB:
+    except Exception:  # noqa: S110 - the original error is the one that matters, and it is re-raised
         pass
 
 

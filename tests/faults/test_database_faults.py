@@ -1,0 +1,76 @@
+"""Database connections cut under the workers' feet: every request still ends (DESIGN.md invariant 7) and
+none gets two certificates (invariant 2). The shared PostgreSQL server is never restarted: only the
+backends of this stack's own database are terminated."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.faults.harness import (
+    FINAL,
+    assert_exactly_one_certificate_per_issued_request,
+    ledger,
+    project_with_pki,
+    submit,
+    wait_all_final,
+    wait_until_queued,
+)
+from tests.stack import PG_BASE, Stack
+
+pytestmark = pytest.mark.slow
+
+
+async def _terminate_backends_while_issuing(stack: Stack, *, every: float, window: float) -> int:
+    """Every ``every`` seconds, terminates every connection to the stack's database (the workers', the
+    API's, the reconciler's), from now until ``window`` seconds after the first certificate is stored.
+    Returns how many backends it ended while requests were half done (some issued, some still open)."""
+    watcher = await asyncpg.connect(stack.database_url)
+    killer = await asyncpg.connect(f"{PG_BASE}/postgres")  # outside the victim database
+    mid_run = 0
+    first_issued: float | None = None
+    try:
+        while first_issued is None or time.monotonic() - first_issued < window:
+            issued, still_open = await watcher.fetchrow(
+                "SELECT count(*) FILTER (WHERE status = 'issued'),"
+                " count(*) FILTER (WHERE status IN ('pending', 'processing')) FROM certificate_requests")
+            if not still_open:
+                break
+            if issued and first_issued is None:
+                first_issued = time.monotonic()
+            ended = await killer.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> $2", stack.db_name, watcher.get_server_pid())
+            if issued:
+                mid_run += ended
+            await asyncio.sleep(every)
+    finally:
+        await watcher.close()
+        await killer.close()
+    return mid_run
+
+
+async def test_requests_in_flight_when_database_connections_are_terminated_all_end_with_one_certificate_each(
+        fault_stack: Stack, session: aiohttp.ClientSession) -> None:
+    stack = fault_stack
+    project = await project_with_pki(stack, session)  # the API up, no worker
+    ids = await submit(project.admin, project.pki.profile_id, 100)
+    await wait_until_queued(stack, ids)
+
+    stack.start_beat()
+    starting = asyncio.create_task(asyncio.to_thread(stack.start_worker, name="worker-2"))
+    # Strike again and again while the worker claims, signs and stores, and the reconciler queries: each
+    # of them loses its connection at some point of its statement or transaction.
+    ended_mid_run = await _terminate_backends_while_issuing(stack, every=0.1, window=2.0)
+    await starting
+    assert ended_mid_run > 0, "no connection was cut while requests were in flight"
+
+    final = await wait_all_final(stack.database_url, 100, timeout=60)
+    book = await ledger(stack.database_url)
+    assert set(final) <= set(FINAL), dict(final)
+    assert_exactly_one_certificate_per_issued_request(book, ids)
+    assert book.failed_without_message == 0
