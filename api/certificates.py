@@ -15,12 +15,13 @@ from api.body import parse, path_uuid, query_int, query_uuid
 from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
 from api.routing import Routes, absolute_url
 from shared import access
+from shared.attributes import IssueAttributes
 from shared.db import Executor
 from shared.db import requests as db
 from shared.db.identities import Identity
 from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
 from shared.errors import BadRequest, Conflict, FieldError, NotFound, PolicyViolation
-from shared.evaluation import IssueAttributes, evaluate_request
+from shared.evaluation import evaluate_request
 from shared.issuance import (
     MAX_WAIT_SECONDS,
     CertificateBody,

@@ -13,13 +13,13 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, Field, model_validator
 
-from shared import x509_builder
+from shared.attributes import Country, KeyAlgorithmName, Text64, Text128, Ttl
 from shared.camel import CamelModel
 from shared.db import Executor
 from shared.db import authorities as db
 from shared.db.authorities import Authority
 from shared.errors import BadRequest, Conflict, FieldError, NotFound, PolicyViolation
-from shared.evaluation import Country, KeyAlgorithmName, Text64, Text128, Ttl
+from shared.names import subject_name
 from shared.template import SubjectName
 from shared.ttl import parse_ttl
 
@@ -154,7 +154,7 @@ async def record_ca(conn: Executor, body: CreateCaBody) -> Authority:
     """Check the request and write the pending CA row. Raises NotFound for another project's parent."""
     subject = body.subject()
     try:
-        x509_builder.subject_name(subject, field_prefix="")
+        subject_name(subject, field_prefix="")
     except PolicyViolation as exc:
         raise BadRequest("invalid CA subject", exc.errors) from None
     parent: Authority | None = None

@@ -9,11 +9,12 @@ from uuid import UUID
 
 from pydantic import Field, ValidationError
 
+from shared.attributes import IssueAttributes
 from shared.camel import CamelModel
 from shared.db.batches import BatchRow, Counts, NewItem
 from shared.db.requests import CertificateRow, RequestRow
 from shared.errors import BadRequest, FieldError, KmsError
-from shared.evaluation import IssueAttributes, evaluate_request
+from shared.evaluation import evaluate_request
 from shared.issuance import IssueBody
 from shared.profiles import IssuingContext
 

@@ -15,10 +15,11 @@ from uuid import UUID
 
 from pydantic import Field
 
+from shared.attributes import IssueAttributes
 from shared.camel import CamelModel
+from shared.csr import MAX_CSR_BYTES
 from shared.db.requests import CertificateRow, RequestRow
 from shared.errors import BadRequest, FieldError
-from shared.evaluation import MAX_CSR_BYTES, IssueAttributes
 
 MAX_WAIT_SECONDS = 30
 IDEMPOTENCY_KEY_MAX = 255
@@ -26,7 +27,7 @@ IDEMPOTENCY_KEY_MAX = 255
 
 class IssueBody(CamelModel):
     profile_id: UUID
-    # A PEM CSR; its size is checked (with a clear message) by shared.evaluation.read_csr.
+    # A PEM CSR; its size is checked (with a clear message) by shared.csr.read_csr.
     csr: str | None = Field(default=None, max_length=MAX_CSR_BYTES * 64)
     attributes: IssueAttributes | None = None
     remove_roots_from_chain: bool = False

@@ -6,25 +6,23 @@ the worker can reserve the serial in the database before signing (DESIGN.md inva
 
 Every certificate built here must pass pkilint's RFC 5280 linter with no ERROR or FATAL finding and
 chain-verify with OpenSSL and ``cryptography.x509.verification`` (DESIGN.md section 6). The checks
-below reject, with a ``PolicyViolation`` naming the field, any input that would produce a certificate
-those checkers refuse, rather than silently dropping or adding content.
+here and in ``shared.names`` (subject and alt names) and ``shared.extensions`` (key usages) reject,
+with a ``PolicyViolation`` naming the field, any input that would produce a certificate those checkers
+refuse, rather than silently dropping or adding content.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.errors import FieldError, PolicyViolation
+from shared.extensions import extended_key_usage, key_usage
 from shared.keys import (
     DEFAULT_SIGNATURE,
     SIGNATURE_ALGORITHMS,
@@ -35,54 +33,13 @@ from shared.keys import (
     signature_compatible,
     signature_family,
 )
-from shared.template import AltName, CertificateTemplate, SubjectName, Validity
+from shared.names import subject_alternative_name, subject_name
+from shared.template import CertificateTemplate, SubjectName, Validity
 
 # RFC 5280 section 4.1.2.2: a serial is a positive INTEGER of at most 20 octets. 20 random bytes
 # with the top bit cleared encode in exactly 20 octets (no 0x00 sign pad needed) and keep 159 bits
 # of CSPRNG output, well above the 64 bits the CA/Browser Forum asks for.
 _SERIAL_BYTES: Final = 20
-
-KEY_USAGES: Final = (
-    "digital_signature", "key_encipherment", "non_repudiation", "data_encipherment", "key_agreement",
-    "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
-)
-# The API calls it non_repudiation (as Hanzo KMS does); X.509 renamed the bit contentCommitment.
-_KEY_USAGE_ALIASES: Final = {"content_commitment": "non_repudiation"}
-
-EXTENDED_KEY_USAGES: Final[dict[str, x509.ObjectIdentifier]] = {
-    "server_auth": ExtendedKeyUsageOID.SERVER_AUTH,
-    "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH,
-    "code_signing": ExtendedKeyUsageOID.CODE_SIGNING,
-    "email_protection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
-    "ocsp_signing": ExtendedKeyUsageOID.OCSP_SIGNING,
-    "time_stamping": ExtendedKeyUsageOID.TIME_STAMPING,
-    "any_purpose": ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
-}
-
-# Key usages a subject key can carry, by family. RSA: RFC 3279 2.3.1 / RFC 4055 (no key agreement).
-# EC: RFC 5480 section 3 (no key or data encipherment). Ed25519: RFC 8410 section 5 (signing only).
-# pkilint reports an ERROR for any bit outside these sets.
-_ALLOWED_KEY_USAGES: Final[dict[str, frozenset[str]]] = {
-    "RSA": frozenset({"digital_signature", "non_repudiation", "key_encipherment", "data_encipherment",
-                      "key_cert_sign", "crl_sign"}),
-    "ECDSA": frozenset({"digital_signature", "non_repudiation", "key_agreement", "key_cert_sign",
-                        "crl_sign", "encipher_only", "decipher_only"}),
-    "ED25519": frozenset({"digital_signature", "non_repudiation", "key_cert_sign", "crl_sign"}),
-}
-
-# Subject attributes in the order they appear in the DN (most general first), with the API field
-# that carries each and the RFC 5280 Appendix A upper bound pkilint enforces.
-_SUBJECT_ATTRIBUTES: Final = (
-    ("country", "country", NameOID.COUNTRY_NAME, 2),
-    ("state", "state", NameOID.STATE_OR_PROVINCE_NAME, 128),
-    ("locality", "locality", NameOID.LOCALITY_NAME, 128),
-    ("organization", "organization", NameOID.ORGANIZATION_NAME, 64),
-    ("organizational_unit", "organizationalUnit", NameOID.ORGANIZATIONAL_UNIT_NAME, 64),
-    ("common_name", "commonName", NameOID.COMMON_NAME, 64),
-)
-
-_LDH_LABEL: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_URI_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 _CA_KEY_USAGE: Final = x509.KeyUsage(
     digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
@@ -148,30 +105,6 @@ def resolve_validity(
     return not_before, not_after
 
 
-def subject_name(subject: SubjectName, *, field_prefix: str = "attributes.") -> x509.Name:
-    """The DN in the order C, ST, L, O, OU, CN; every value checked against RFC 5280's bounds."""
-    errors: list[FieldError] = []
-    rdns: list[x509.NameAttribute[str]] = []
-    for attr, api_field, oid, upper_bound in _SUBJECT_ATTRIBUTES:
-        value: str | None = getattr(subject, attr)
-        if not value:
-            continue
-        name = field_prefix + api_field
-        if oid == NameOID.COUNTRY_NAME:
-            # PrintableString of exactly two letters (ISO 3166 alpha-2); cryptography would raise.
-            if len(value) != 2 or not value.isascii() or not value.isalpha():
-                errors.append(FieldError(name, f"{value!r} is not a two-letter ISO 3166 country code"))
-                continue
-            value = value.upper()
-        elif len(value) > upper_bound:
-            errors.append(FieldError(name, f"is {len(value)} characters long; at most {upper_bound} allowed"))
-            continue
-        rdns.append(x509.NameAttribute(oid, value))
-    if errors:
-        raise PolicyViolation(errors)
-    return x509.Name(rdns)
-
-
 def key_algorithm_of(private_key: PrivateKey) -> str:
     """The API name (``RSA_2048`` ... ``ED25519``) of a private key's algorithm."""
     return algorithm_of_public_key(private_key.public_key())
@@ -194,137 +127,6 @@ def _signature_algorithm(requested: str | None, issuer_key: PrivateKey) -> str:
             f"{signature_family(issuer_algorithm)} signature such as {DEFAULT_SIGNATURE[issuer_algorithm]}",
         )])
     return chosen
-
-
-def _key_usage(names: Iterable[str], subject_family: str) -> x509.KeyUsage:
-    requested = {_KEY_USAGE_ALIASES.get(name, name) for name in names}
-    errors: list[FieldError] = []
-    unknown = sorted(requested - set(KEY_USAGES))
-    if unknown:
-        errors.append(FieldError(
-            "attributes.keyUsages", f"unknown key usage(s) {', '.join(unknown)}; use {', '.join(KEY_USAGES)}"
-        ))
-    if not requested:
-        # An empty KeyUsage is not valid DER (a named BIT STRING needs one bit), and leaving the
-        # extension out would contradict DESIGN.md section 6; the profile must say what the key is for.
-        errors.append(FieldError("attributes.keyUsages", "at least one key usage is required"))
-    not_for_key = sorted((requested & set(KEY_USAGES)) - _ALLOWED_KEY_USAGES[subject_family])
-    if not_for_key:
-        errors.append(FieldError(
-            "attributes.keyUsages",
-            f"{', '.join(not_for_key)} cannot be used with a {subject_family} key "
-            f"(allowed: {', '.join(sorted(_ALLOWED_KEY_USAGES[subject_family]))})",
-        ))
-    if requested & {"encipher_only", "decipher_only"} and "key_agreement" not in requested:
-        errors.append(FieldError(
-            "attributes.keyUsages", "encipher_only and decipher_only are meaningful only with key_agreement"
-        ))
-    if errors:
-        raise PolicyViolation(errors)
-    return x509.KeyUsage(
-        digital_signature="digital_signature" in requested,
-        content_commitment="non_repudiation" in requested,
-        key_encipherment="key_encipherment" in requested,
-        data_encipherment="data_encipherment" in requested,
-        key_agreement="key_agreement" in requested,
-        key_cert_sign="key_cert_sign" in requested,
-        crl_sign="crl_sign" in requested,
-        encipher_only="encipher_only" in requested,
-        decipher_only="decipher_only" in requested,
-    )
-
-
-def _extended_key_usage(names: Iterable[str]) -> tuple[x509.ExtendedKeyUsage, bool] | None:
-    """The EKU extension and its criticality, or None when the template names no usage."""
-    chosen = set(names)
-    unknown = sorted(chosen - EXTENDED_KEY_USAGES.keys())
-    if unknown:
-        raise PolicyViolation([FieldError(
-            "attributes.extendedKeyUsages",
-            f"unknown extended key usage(s) {', '.join(unknown)}; use {', '.join(EXTENDED_KEY_USAGES)}",
-        )])
-    if not chosen:
-        return None  # an empty SEQUENCE is invalid (SIZE 1..MAX); no EKU means "no restriction"
-    # RFC 3161 section 2.3: a time-stamping authority's EKU holds timeStamping alone and is critical
-    # (pkilint reports an ERROR otherwise). Every other combination stays non-critical, as RFC 5280
-    # 4.2.1.12 advises when anyExtendedKeyUsage may be present.
-    time_stamping = "time_stamping" in chosen
-    if time_stamping and len(chosen) > 1:
-        raise PolicyViolation([FieldError(
-            "attributes.extendedKeyUsages",
-            "time_stamping must be the only extended key usage of a certificate (RFC 3161 section 2.3)",
-        )])
-    # The API's order, so the same template always yields the same DER.
-    usages = x509.ExtendedKeyUsage([oid for name, oid in EXTENDED_KEY_USAGES.items() if name in chosen])
-    return usages, time_stamping
-
-
-def _check_dns_name(value: str) -> None:
-    # RFC 5280 4.2.1.6 asks for RFC 1034 "preferred name syntax": LDH labels of 1 to 63 characters,
-    # at most 253 in all, no trailing dot. IDNs go in as A-labels (xn--...). A whole leftmost "*"
-    # label is allowed as the RFC 6125 wildcard.
-    labels = value.split(".")
-    if len(value) > 253:
-        raise ValueError("a domain name has at most 253 characters")
-    for position, label in enumerate(labels):
-        if position == 0 and label == "*" and len(labels) > 1:
-            continue
-        if not _LDH_LABEL.fullmatch(label):
-            raise ValueError(
-                f"label {label!r} is not 1-63 letters, digits or inner hyphens (IDNs must be A-labels)"
-            )
-
-
-def _check_email(value: str) -> None:
-    local, at, domain = value.rpartition("@")
-    bad_local = not local or any(c.isspace() or c in "<>()[],;:\\\"" for c in local)
-    if not at or bad_local or not value.isascii():
-        raise ValueError("expected an ASCII mailbox such as user@example.com")
-    _check_dns_name(domain)
-
-
-def _check_uri(value: str) -> None:
-    # RFC 5280 4.2.1.6: an absolute URI with a scheme and a scheme-specific part, never relative.
-    scheme, colon, rest = value.partition(":")
-    if not colon or not _URI_SCHEME.fullmatch(scheme) or not rest or not value.isascii():
-        raise ValueError("expected an absolute ASCII URI with a scheme, such as https://example.com/")
-    if any(c.isspace() or c in '<>"{}|\\^`' for c in value):
-        raise ValueError("URIs must not contain spaces or unescaped <>\"{}|\\^` characters")
-    if rest.startswith("//") and not urlsplit(value).hostname:
-        raise ValueError("a URI with an authority (//) needs a host")
-
-
-def _general_name(alt_name: AltName, field: str) -> x509.GeneralName:
-    try:
-        if alt_name.type == "dns_name":
-            _check_dns_name(alt_name.value)
-            return x509.DNSName(alt_name.value)
-        if alt_name.type == "ip_address":
-            return x509.IPAddress(ipaddress.ip_address(alt_name.value))
-        if alt_name.type == "email":
-            _check_email(alt_name.value)
-            return x509.RFC822Name(alt_name.value)
-        if alt_name.type == "uri":
-            _check_uri(alt_name.value)
-            return x509.UniformResourceIdentifier(alt_name.value)
-    except ValueError as exc:
-        message = f"{alt_name.value!r} is not a valid {alt_name.type}: {exc}"
-        raise PolicyViolation([FieldError(field, message)]) from exc
-    type_field = field.rsplit(".", 1)[0] + ".type"
-    raise PolicyViolation([FieldError(type_field, f"unknown alt name type {alt_name.type!r}")])
-
-
-def _subject_alternative_name(alt_names: Sequence[AltName]) -> x509.SubjectAlternativeName | None:
-    names: list[x509.GeneralName] = []
-    errors: list[FieldError] = []
-    for index, alt_name in enumerate(alt_names):
-        try:
-            names.append(_general_name(alt_name, f"attributes.altNames[{index}].value"))
-        except PolicyViolation as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise PolicyViolation(errors)
-    return x509.SubjectAlternativeName(names) if names else None
 
 
 def _sign(
@@ -446,17 +248,17 @@ def _end_entity_builder(
     # Each check runs even when an earlier one failed, so the caller sees every problem at once.
     extensions: list[tuple[x509.ExtensionType, bool]] = []
     try:
-        extensions.append((_key_usage(usages, family), True))
+        extensions.append((key_usage(usages, family), True))
     except PolicyViolation as exc:
         errors.extend(exc.errors)
     try:
-        eku = _extended_key_usage(template.extended_key_usages)
+        eku = extended_key_usage(template.extended_key_usages)
         if eku is not None:
             extensions.append(eku)
     except PolicyViolation as exc:
         errors.extend(exc.errors)
     try:
-        san = _subject_alternative_name(template.alt_names)
+        san = subject_alternative_name(template.alt_names)
         if san is not None:
             extensions.append((san, not subject))
     except PolicyViolation as exc:

@@ -25,12 +25,13 @@ from cryptography.x509.oid import NameOID
 
 from shared import policy as policy_rules
 from shared import x509_builder
+from shared.attributes import IssueAttributes
 from shared.db import audit
 from shared.db import authorities as ca_db
 from shared.db import requests as db
 from shared.db.requests import CertificateRow, RequestRow
 from shared.errors import FieldError, KmsError, PolicyViolation
-from shared.evaluation import IssueAttributes, evaluate_request
+from shared.evaluation import evaluate_request
 from shared.keys import DEFAULT_SIGNATURE, PrivateKey, PublicKey, generate_private_key, private_key_to_der
 from shared.profiles import IssuingContext, load_issuing_context
 from worker.ca_keys import CaKeyCache

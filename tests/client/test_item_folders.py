@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.cli import ItemFolders, runs
+from client.batches import ItemFolders, runs
 
 
 def test_missing_index_ranges_join_when_close_and_end_open(tmp_path: Path) -> None:

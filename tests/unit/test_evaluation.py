@@ -15,15 +15,15 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from pydantic import ValidationError
 
-from shared.errors import BadRequest, PolicyViolation
-from shared.evaluation import (
+from shared.attributes import (
     ApiConfig,
     IssueAttributes,
     KeyAlgorithmName,
     ProfileDefaults,
     SignatureAlgorithmName,
-    evaluate_request,
 )
+from shared.errors import BadRequest, PolicyViolation
+from shared.evaluation import evaluate_request
 from shared.keys import KEY_ALGORITHMS, SIGNATURE_ALGORITHMS
 from shared.policy import PolicyRules
 from shared.template import AltName, CertificateTemplate, Validity
