@@ -4,8 +4,7 @@
 merges the request's attributes with the profile's defaults, checks the result against RFC 5280
 coherence rules and the certificate policy, and returns the ``CertificateTemplate`` the worker will
 sign. Everything the signer trusts is decided here, so everything a caller can get wrong is reported
-here, all at once. The attribute models (``IssueAttributes``, ``ProfileDefaults`` and their parts)
-say what a request and a profile may carry; ``shared.csr`` reads a CSR's names with them too.
+here, all at once. What a request and a profile may carry is modelled in ``shared.attributes``.
 
 Error classes: malformed input (unreadable or oversized CSR, weak key, contradictory request, no
 validity at all) is ``BadRequest`` (400); a well-formed request the service will not issue (policy
