@@ -80,9 +80,8 @@ async def _await_outcome(request: web.Request, request_id: UUID, project_id: UUI
 
 async def _render(request: web.Request, identity: Identity, found: RequestWithCertificate, *,
                   status: int | None = None) -> web.Response:
-    pool = request.app[DB]
-    async with pool.acquire() as conn:
-        key = await private_key_pem(request, conn, identity, found.certificate)
+    # The pool serves the rare data-key read itself: no connection is held for the common keyless answer.
+    key = await private_key_pem(request, request.app[DB], identity, found.certificate)
     view = CertificateRequestView.of(found.request, found.certificate, key)
     final = found.request.status in FINAL
     headers = {"Location": absolute_url(request, request.app[SETTINGS].public_url, f"{REQUESTS}/{found.request.id}")}
@@ -215,8 +214,7 @@ async def get_certificate_pem(request: web.Request) -> web.Response:
               response=CertificateBody)
 async def get_bundle(request: web.Request) -> web.Response:
     cert = await _certificate(request)
-    async with request.app[DB].acquire() as conn:
-        key = await private_key_pem(request, conn, current_identity(request), cert)
+    key = await private_key_pem(request, request.app[DB], current_identity(request), cert)
     return web.json_response(_body(cert, key).to_json())
 
 
@@ -228,8 +226,7 @@ async def get_private_key(request: web.Request) -> web.Response:
     access.authorize(identity, cert.project_id, "issuer")
     if cert.encrypted_private_key is None:
         raise NotFound("this certificate was issued from a CSR; the service never held its private key")
-    async with request.app[DB].acquire() as conn:
-        key = await private_key_pem(request, conn, identity, cert)
+    key = await private_key_pem(request, request.app[DB], identity, cert)
     assert key is not None
     return web.json_response(PrivateKeyBody(private_key=key).to_json())
 
