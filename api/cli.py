@@ -102,6 +102,15 @@ def _serve(args: argparse.Namespace, rest: list[str], settings: Settings) -> int
 
 def _celery(kind: str):  # type: ignore[no-untyped-def]
     def run(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
+        from shared.errors import ConfigurationError
+        from shared.keyring import root_key_from
+
+        if "--help" not in rest and "-h" not in rest:
+            try:
+                root_key_from(settings)
+            except ConfigurationError as exc:
+                print(f"kms-pki {kind}: refusing to start: {exc}", file=sys.stderr)
+                return 1
         cmd = [sys.executable, "-m", "celery", "-A", "worker.app", kind, *rest]
         if kind == "worker" and not any(a.startswith(("-Q", "--queues")) for a in rest):
             from shared.tasks import QUEUE_EXTERNAL, QUEUE_SIGNING
