@@ -43,9 +43,48 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest(f"expected Content-Type application/json, got {request.content_type or 'none'}")
     raw = await read_body(request)
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # an integer literal of more than 4300 digits
+        raise BadRequest(f"request body has a number too large to read: {exc}") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+    _check_strings(data)
+    return data
+
+
+def _check_strings(data: Any) -> None:
+    """No NUL character and no lone surrogate (``"\\ud800"``) in any string or key: PostgreSQL can store
+    neither, in text or jsonb. Iterative, so any depth ``json.loads`` accepted is walked safely."""
+    errors: list[FieldError] = []
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack and len(errors) < 20:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                sub = f"{path}.{key}" if path else str(key)
+                if not storable(key):
+                    errors.append(FieldError(path or "body", "a key contains a NUL character or a lone surrogate"))
+                else:
+                    stack.append((sub, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str) and not storable(value):
+            errors.append(FieldError(path or "body", "must not contain a NUL character or a lone surrogate"))
+    if errors:
+        raise BadRequest("request body has strings that cannot be stored", errors)
+
+
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can store ``text``: no NUL character, no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate(model: type[M], data: Any, prefix: str = "") -> M:

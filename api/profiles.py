@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from aiohttp import web
 
 from api.auth import current_identity
-from api.body import parse, path_uuid, query_uuid
+from api.body import parse, path_uuid, query_uuid, storable
 from api.context import DB
 from api.routing import Routes
 from shared import access
@@ -149,7 +150,9 @@ async def get_profile_by_slug(request: web.Request) -> web.Response:
     identity = current_identity(request)
     project_id: UUID = query_uuid(request, "projectId", required=False) or identity.project_id
     access.authorize(identity, project_id, "viewer")
-    row = await db.get_profile_by_slug(request.app[DB], project_id, request.match_info["slug"])
+    slug = request.match_info["slug"]
+    # A NUL (or lone surrogate) cannot be in a stored slug, and PostgreSQL refuses it as a parameter.
+    row = await db.get_profile_by_slug(request.app[DB], project_id, slug) if storable(slug) else None
     if row is None:
         raise NotFound("no such certificate profile")
     return _json(svc.ProfileView.of(row))
@@ -191,7 +194,12 @@ async def update_profile(request: web.Request) -> web.Response:
 async def delete_profile(request: web.Request) -> web.Response:
     current = await _profile(request, "admin")
     async with request.app[DB].acquire() as conn, conn.transaction():
-        if not await db.delete_profile(conn, current.id, current.project_id):
+        try:
+            deleted = await db.delete_profile(conn, current.id, current.project_id)
+        except asyncpg.ForeignKeyViolationError:
+            # Certificate requests, certificates or batches were made with it: they keep naming it.
+            raise Conflict("the profile has certificate requests or certificates; it cannot be deleted") from None
+        if not deleted:
             raise NotFound("no such certificate profile")
         await audit.record(conn, project_id=current.project_id, actor=_actor(request), action="profile.delete",
                            subject_type="profile", subject_id=str(current.id))

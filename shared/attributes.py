@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
 from pydantic import (
@@ -51,6 +52,19 @@ def _valid_ttl(value: str) -> str:
     parse_ttl(value)
     return value
 
+
+def _representable_in_utc(value: datetime) -> datetime:
+    # 9999-12-31T23:59:59-14:00 is a valid timestamp, but past datetime.max once in UTC, where every
+    # comparison and the database take it.
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be between years 1 and 9999 in UTC") from None
+    return value
+
+
+# An RFC 3339 timestamp with an offset that stays within years 1-9999 in UTC (kept as given).
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_representable_in_utc)]
 
 # Upper bounds of RFC 5280 appendix A (ub-common-name, ub-organization-name, ub-state-name, ...).
 _Printable = AfterValidator(_no_control_characters)
@@ -135,8 +149,8 @@ class IssueAttributes(SubjectFields):
     key_algorithm: KeyAlgorithmName | None = None
     signature_algorithm: SignatureAlgorithmName | None = None
     ttl: Ttl | None = None
-    not_before: AwareDatetime | None = None
-    not_after: AwareDatetime | None = None
+    not_before: UtcDatetime | None = None
+    not_after: UtcDatetime | None = None
     basic_constraints: BasicConstraintsInput | None = None
 
     @model_validator(mode="after")

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import Field, model_validator
 
-from shared.attributes import Country, KeyAlgorithmName, Text64, Text128, Ttl
+from shared.attributes import Country, KeyAlgorithmName, Text64, Text128, Ttl, UtcDatetime
 from shared.camel import CamelModel
 from shared.db import Executor
 from shared.db import authorities as db
@@ -40,7 +40,7 @@ class CreateCaBody(CamelModel):
     key_algorithm: KeyAlgorithmName
     max_path_length: int | None = Field(default=None, ge=0, le=MAX_CA_PATH_LENGTH)
     ttl: Ttl | None = None
-    not_after: AwareDatetime | None = None
+    not_after: UtcDatetime | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> CreateCaBody:

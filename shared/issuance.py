@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -138,6 +138,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, ident = raw.split("|")
-        return datetime.fromisoformat(created), UUID(ident)
-    except (ValueError, UnicodeDecodeError):
+        created_at = datetime.fromisoformat(created)
+        if created_at.tzinfo is not None:
+            created_at.astimezone(UTC)  # an offset pushing it past years 1-9999: the database refuses it
+        return created_at, UUID(ident)
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise BadRequest("invalid cursor", [FieldError("cursor", "not a cursor this API returned")]) from None

@@ -1,0 +1,200 @@
+"""Bad input that once got a 500 (found by fuzzing the API with schemathesis): each now gets a clear 4xx
+problem+json and writes nothing (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.api_client import Reply, Tenant
+from tests.issuance.issuing import server_key_attributes
+from tests.pki_setup import CA, ISSUE, POLICIES, PROFILES, REQUESTS, make_pki
+from tests.stack import Stack
+
+BATCHES = "/api/v1/cert-manager/certificate-batches"
+PROJECT_TABLES = ("identities", "audit_events", "certificate_authorities", "certificate_policies",
+                  "certificate_profiles", "certificate_requests", "certificates", "certificate_batches")
+# Past datetime.max once in UTC (a valid RFC 3339 timestamp all the same), and before datetime.min.
+PAST_YEAR_9999 = "9999-12-31T23:59:59-14:00"
+BEFORE_YEAR_1 = "0001-01-01T00:00:00+14:00"
+
+
+async def written(db: asyncpg.Connection, project_id: str) -> dict[str, int]:
+    """The project's rows in every table a request could write, and the tables without a project."""
+    counts = {t: await db.fetchval(f"SELECT count(*) FROM {t} WHERE project_id = $1::uuid", project_id)
+              for t in PROJECT_TABLES}
+    counts["projects"] = await db.fetchval("SELECT count(*) FROM projects")
+    counts["access_tokens"] = await db.fetchval("SELECT count(*) FROM access_tokens")
+    return counts
+
+
+def assert_problem(r: Reply, status: int) -> None:
+    assert r.status == status, (r.status, r.body)
+    assert r.is_problem(), (r.content_type, r.body)
+    assert r.body["requestId"] == r.headers["X-Request-Id"]
+    assert "Traceback" not in str(r.body)
+
+
+def identities(t: Tenant) -> str:
+    return f"/api/v1/projects/{t.project_id}/identities"
+
+
+async def test_deleting_a_profile_with_certificate_requests_is_409(
+    worker: Stack, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    submitted = await tenant.admin.post(ISSUE, {"profileId": pki.profile_id,
+                                                "attributes": server_key_attributes("a.example.test")})
+    assert submitted.status in (201, 202), submitted.body
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.delete(f"{PROFILES}/{pki.profile_id}")
+
+    assert_problem(r, 409)
+    assert (await tenant.admin.get(f"{PROFILES}/{pki.profile_id}")).status == 200
+    after = await written(db, tenant.project_id)
+    # The worker may still be issuing the submitted request meanwhile: only it may add a certificate.
+    assert {**after, "certificates": 0} == {**before, "certificates": 0}
+
+
+NUL_CASES: dict[str, tuple[str, Any]] = {
+    "identity-name": ("identities", {"name": "a\x00b", "role": "viewer"}),
+    "policy-description": (POLICIES, {"name": "nul", "description": "a\x00b"}),
+    "policy-pattern": (POLICIES, {"name": "nul", "subject": [{"type": "common_name", "allowed": ["a\x00"]}]}),
+    "login-client-id": ("/api/v1/auth/universal-auth/login", {"clientId": "a\x00b", "clientSecret": "x"}),
+    "batch-item-key": (BATCHES, {"items": [{"a\x00": 1}]}),
+    "batch-item-csr": (BATCHES, {"items": [{"csr": "\x00"}]}),
+}
+
+
+@pytest.mark.parametrize("case", list(NUL_CASES))
+async def test_nul_character_in_a_json_string_is_400(
+    case: str, worker: Stack, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    path, body = NUL_CASES[case]
+    if path == "identities":
+        path = identities(tenant)
+    elif path == POLICIES:
+        body = {"projectId": tenant.project_id, **body}
+    elif path == BATCHES:  # a real profile, so the items are evaluated (and were once stored)
+        body = {"profileId": (await make_pki(tenant.admin, tenant.project_id)).profile_id, **body}
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.post(path, body)
+
+    assert_problem(r, 400)
+    assert "NUL" in str(r.body["errors"]), r.body
+    assert await written(db, tenant.project_id) == before
+
+
+async def test_lone_surrogate_in_a_batch_item_is_400(worker: Stack, tenant: Tenant, db: asyncpg.Connection) -> None:
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.post(BATCHES, {"profileId": pki.profile_id, "items": [{"csr": "\ud800"}]})
+
+    assert_problem(r, 400)
+    assert r.body["errors"] == [{"field": "items[0].csr",
+                                 "message": "must not contain a NUL character or a lone surrogate"}], r.body
+    assert await written(db, tenant.project_id) == before
+
+
+async def test_nul_character_in_a_profile_slug_is_404(tenant: Tenant, db: asyncpg.Connection) -> None:
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.get(f"{PROFILES}/slug/a%00b")
+
+    assert_problem(r, 404)
+    assert await written(db, tenant.project_id) == before
+
+
+async def test_integer_of_more_than_4300_digits_is_400(tenant: Tenant, db: asyncpg.Connection) -> None:
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.request("POST", identities(tenant), headers={"Content-Type": "application/json"},
+                                   data=b'{"name": "x", "role": "viewer", "n": ' + b"1" * 5000 + b"}")
+
+    assert_problem(r, 400)
+    assert await written(db, tenant.project_id) == before
+
+
+async def test_json_nested_deeper_than_the_parser_goes_is_400(tenant: Tenant, db: asyncpg.Connection) -> None:
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.request("POST", identities(tenant), headers={"Content-Type": "application/json"},
+                                   data=b"[" * 100_000 + b"]" * 100_000)
+
+    assert_problem(r, 400)
+    assert await written(db, tenant.project_id) == before
+
+
+async def test_ca_not_after_past_year_9999_in_utc_is_400(tenant: Tenant, db: asyncpg.Connection) -> None:
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.post(CA, {"projectId": tenant.project_id, "name": "far", "type": "root",
+                                     "commonName": "Far Root", "keyAlgorithm": "EC_prime256v1",
+                                     "notAfter": PAST_YEAR_9999})
+
+    assert_problem(r, 400)
+    assert [e["field"] for e in r.body["errors"]] == ["notAfter"], r.body
+    assert await written(db, tenant.project_id) == before
+
+
+WINDOWS = {
+    "not-after-past-9999": ("2026-01-01T00:00:00Z", PAST_YEAR_9999, "notAfter"),
+    "not-before-before-1": (BEFORE_YEAR_1, "2026-01-01T00:00:00Z", "notBefore"),
+}
+
+
+@pytest.mark.parametrize("case", list(WINDOWS))
+async def test_validity_window_outside_years_1_to_9999_in_utc_is_400(
+    case: str, worker: Stack, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    not_before, not_after, field = WINDOWS[case]
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    attributes = server_key_attributes("a.example.test", notBefore=not_before, notAfter=not_after)
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.post(ISSUE, {"profileId": pki.profile_id, "attributes": attributes})
+
+    assert_problem(r, 400)
+    assert [e["field"] for e in r.body["errors"]] == [f"attributes.{field}"], r.body
+    assert await written(db, tenant.project_id) == before
+
+
+@pytest.mark.parametrize("case", list(WINDOWS))
+async def test_batch_item_with_validity_outside_years_1_to_9999_in_utc_fails_alone(
+    case: str, worker: Stack, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    """A batch item is validated on its own: a bad one is a failed item (not a 500), and no key is made."""
+    not_before, not_after, field = WINDOWS[case]
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    attributes = server_key_attributes("a.example.test", notBefore=not_before, notAfter=not_after)
+
+    r = await tenant.admin.post(BATCHES, {"profileId": pki.profile_id, "items": [{"attributes": attributes}]})
+
+    assert r.status == 202, r.body
+    assert r.body["failedAtSubmission"] == 1, r.body
+    items = await tenant.admin.get(f"{BATCHES}/{r.body['batchId']}/items")
+    assert items.status == 200, items.body
+    [item] = items.body["items"]
+    assert item["status"] == "failed" and field in item["errorMessage"], item
+    assert await db.fetchval("SELECT count(*) FROM certificates WHERE project_id = $1::uuid",
+                             tenant.project_id) == 0
+
+
+@pytest.mark.parametrize("moment", [PAST_YEAR_9999, BEFORE_YEAR_1])
+async def test_request_list_cursor_outside_years_1_to_9999_in_utc_is_400(
+    moment: str, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    cursor = base64.urlsafe_b64encode(f"{moment}|{tenant.project_id}".encode()).decode().rstrip("=")
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.get(REQUESTS, params={"projectId": tenant.project_id, "cursor": cursor})
+
+    assert_problem(r, 400)
+    assert [e["field"] for e in r.body["errors"]] == ["cursor"], r.body
+    assert await written(db, tenant.project_id) == before
