@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 
 from aiohttp import web
 
 from api import auth, authorities, batches, certificates, ops, profiles
 from api.broker import Broker
-from api.context import BROKER, DB, ENDPOINTS, ISSUING_CONTEXTS, KEYRING, METRICS, NOTIFICATIONS, SETTINGS
+from api.context import (
+    BROKER,
+    DB,
+    ENDPOINTS,
+    EVALUATOR_PROCESSES,
+    EVALUATORS,
+    ISSUING_CONTEXTS,
+    KEYRING,
+    METRICS,
+    NOTIFICATIONS,
+    SETTINGS,
+)
 from api.metrics import Metrics
 from api.middleware import auth_middleware, body_limit_middleware, error_middleware, metrics_middleware
 from api.notifications import Notifications
@@ -40,6 +53,7 @@ def create_app(settings: Settings) -> web.Application:
         table.install(app)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_broker)
+    app.cleanup_ctx.append(_evaluators)
     return app
 
 
@@ -53,6 +67,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[NOTIFICATIONS].close()
     await app[DB].close()
+
+
+async def _evaluators(app: web.Application) -> AsyncIterator[None]:
+    # "spawn": a fork of this process would copy its event loop, pools and threads mid-flight.
+    pool = ProcessPoolExecutor(max_workers=EVALUATOR_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
+    app[EVALUATORS] = pool
+    yield
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:

@@ -11,12 +11,12 @@ from aiohttp import web
 from api.auth import current_identity
 from api.body import parse, path_uuid, query_int
 from api.certificates import private_key_pem
-from api.context import BROKER, DB, ISSUING_CONTEXTS, NOTIFICATIONS, SETTINGS
+from api.context import BROKER, DB, EVALUATOR_PROCESSES, EVALUATORS, ISSUING_CONTEXTS, NOTIFICATIONS, SETTINGS
 from api.routing import Routes, absolute_url
 from shared import access, tasks
 from shared import batches as svc
 from shared.db import batches as db
-from shared.db.batches import BatchRow
+from shared.db.batches import BatchRow, NewItem
 from shared.db.identities import Identity
 from shared.errors import BadRequest, FieldError, NotFound
 from shared.issuance import MAX_WAIT_SECONDS
@@ -41,8 +41,7 @@ async def create(request: web.Request) -> web.Response:
             raise NotFound("no such certificate profile", [FieldError("profileId", f"no such profile {profile_id}")])
         contexts[profile_id] = ctx
     access.authorize(identity, identity.project_id, "issuer")
-    # CPU-bound (a CSR signature check per item): off the event loop.
-    items = await asyncio.to_thread(svc.evaluate_items, body, contexts)
+    items = await _evaluate(request, body, contexts)
     async with pool.acquire() as conn, conn.transaction():
         batch, pending = await db.insert_batch(conn, project_id=identity.project_id, profile_id=body.profile_id,
                                                requested_by=identity.id, items=items)
@@ -54,6 +53,25 @@ async def create(request: web.Request) -> web.Response:
     return web.json_response(created.to_json(), status=202, headers={
         "Location": absolute_url(request, request.app[SETTINGS].public_url, f"{BASE}/{batch.id}"),
         "Retry-After": "1"})
+
+
+# Below this many items a thread is cheaper than shipping the items to other processes.
+PARALLEL_FROM = 1000
+
+
+async def _evaluate(request: web.Request, body: svc.BatchBody, contexts: dict[UUID, IssuingContext]
+                    ) -> list[NewItem]:
+    """Evaluate every item off the event loop. A large batch is split over the evaluator processes (all
+    cores, and the GIL of this process stays free for other requests); a small one runs in a thread."""
+    if len(body.items) < PARALLEL_FROM:
+        return await asyncio.to_thread(svc.evaluate_items, body, contexts)
+    pool = request.app[EVALUATORS]
+    loop = asyncio.get_running_loop()
+    size = -(-len(body.items) // (2 * EVALUATOR_PROCESSES))
+    slices = [loop.run_in_executor(pool, svc.evaluate_slice, body.profile_id, body.items[start:start + size],
+                                   start, contexts)
+              for start in range(0, len(body.items), size)]
+    return [item for part in await asyncio.gather(*slices) for item in part]
 
 
 async def _batch(request: web.Request) -> tuple[Identity, BatchRow]:

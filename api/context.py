@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+
 import asyncpg
 from aiohttp import web
 
@@ -21,6 +23,9 @@ ENDPOINTS = web.AppKey("endpoints", list[Endpoint])
 NOTIFICATIONS = web.AppKey("notifications", Notifications)
 KEYRING = web.AppKey("keyring", KeyRing)
 ISSUING_CONTEXTS = web.AppKey("issuing_contexts", IssuingContextCache)
+# Processes that evaluate the items of large batches in parallel (see api.batches).
+EVALUATORS = web.AppKey("evaluators", ProcessPoolExecutor)
+EVALUATOR_PROCESSES = 2
 
 # Request-scoped values live in the request mapping under these names.
 REQUEST_ID = "kms.request_id"

@@ -109,15 +109,23 @@ def evaluate_items(body: BatchBody, contexts: dict[UUID, IssuingContext],
                    now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> list[NewItem]:
     """Evaluate every item (pure, CPU-bound: the caller runs it off the event loop). An invalid item
     becomes a failed item whose message lists all its violations."""
+    return evaluate_slice(body.profile_id, body.items, 0, contexts, now)
+
+
+def evaluate_slice(default_profile_id: UUID, raw_items: list[dict[str, Any]], offset: int,
+                   contexts: dict[UUID, IssuingContext],
+                   now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> list[NewItem]:
+    """``evaluate_items`` for the items of one slice, the first at index ``offset`` (a module-level
+    function of picklable arguments, so slices of a large batch can be evaluated in other processes)."""
     out = []
-    for index, raw in enumerate(body.items):
+    for index, raw in enumerate(raw_items, start=offset):
         try:
             item = BatchItem.model_validate(raw)
         except ValidationError as exc:
             errors = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            out.append(NewItem(index, body.profile_id, None, None, f"invalid item: {errors}"))
+            out.append(NewItem(index, default_profile_id, None, None, f"invalid item: {errors}"))
             continue
-        profile_id = item.profile_id or body.profile_id
+        profile_id = item.profile_id or default_profile_id
         ctx = contexts[profile_id]
         stored = IssueBody(profile_id=profile_id, csr=item.csr, attributes=item.attributes).stored_attributes()
         message = None
