@@ -72,7 +72,7 @@ def _dev_root_key(settings: Settings) -> Settings:
 
 
 def run_dev(settings: Settings, *, port: int | None = None) -> int:
-    settings = settings.model_copy(update={"log_format": "console", "dev_mode": True})
+    settings = settings.model_copy(update={"log_format": "console"})
     settings = _dev_root_key(settings)
     if port:
         settings = settings.model_copy(update={"api_port": port})
@@ -80,7 +80,7 @@ def run_dev(settings: Settings, *, port: int | None = None) -> int:
     creds = asyncio.run(_prepare(settings, _load_saved()))
     _save(creds)
 
-    env = {**os.environ, "KMS_LOG_FORMAT": "console", "KMS_DEV_MODE": "true"}
+    env = {**os.environ, "KMS_LOG_FORMAT": "console"}
     children = [
         subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--concurrency", "2",
                           "-Q", "kms.signing,kms.external", "--loglevel", "INFO"], env=env),

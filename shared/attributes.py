@@ -15,16 +15,14 @@ from typing import Annotated, Final, Literal
 from pydantic import (
     AfterValidator,
     AwareDatetime,
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
+from shared.camel import CamelModel
 from shared.policy import ExtendedKeyUsageName, KeyUsageName, SanType
 from shared.ttl import parse_ttl
 
@@ -107,13 +105,7 @@ def _alt_name_value(kind: str, value: str) -> str:
     return value
 
 
-class ApiModel(BaseModel):
-    """camelCase on the wire, unknown fields rejected, as everywhere in the API."""
-
-    model_config = ConfigDict(populate_by_name=True, alias_generator=to_camel, extra="forbid")
-
-
-class AltNameInput(ApiModel):
+class AltNameInput(CamelModel):
     type: SanType
     value: str = Field(min_length=1, max_length=2048)
 
@@ -124,12 +116,12 @@ class AltNameInput(ApiModel):
         return value if kind is None else _alt_name_value(kind, value)
 
 
-class BasicConstraintsInput(ApiModel):
+class BasicConstraintsInput(CamelModel):
     is_ca: bool = Field(default=False, alias="isCA")
     path_length: int | None = Field(default=None, ge=0, le=100)
 
 
-class SubjectFields(ApiModel):
+class SubjectFields(CamelModel):
     """The subject attributes a request, a profile default or a CSR can carry."""
 
     common_name: Text64 | None = None
@@ -175,6 +167,6 @@ class ProfileDefaults(SubjectFields):
     extended_key_usages: list[ExtendedKeyUsageName] | None = None
 
 
-class ApiConfig(ApiModel):
+class ApiConfig(CamelModel):
     auto_renew: bool = False
     renew_before_days: int | None = Field(default=None, ge=1, le=3650)

@@ -18,8 +18,6 @@ class Settings(BaseSettings):
     # Base64 of 32 bytes, or a file holding it. Required outside dev mode (see shared.envelope).
     root_key: str | None = Field(default=None, repr=False)
     root_key_file: Path | None = None
-    # True only under `kms-pki dev`: allows the generated dev root key.
-    dev_mode: bool = False
     # The API's external base URL, for Location headers; unset, the request's own scheme and host are used.
     public_url: str | None = None
     api_host: str = "127.0.0.1"

@@ -12,7 +12,6 @@ from typing import Any, Final
 QUEUE_SIGNING: Final = "kms.signing"
 QUEUE_EXTERNAL: Final = "kms.external"
 
-PING: Final = "kms.ping"
 ISSUE_CERTIFICATE: Final = "kms.issue_certificate"
 CREATE_CA: Final = "kms.create_ca"
 ISSUE_BATCH_CHUNK: Final = "kms.issue_batch_chunk"

@@ -8,7 +8,7 @@ extended key usages and algorithms are the API's (DESIGN.md section 5), e.g. ``d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -61,4 +61,3 @@ class CertificateTemplate:
     path_length: int | None = None
     # DER SubjectPublicKeyInfo from the CSR; None means the worker generates the key pair.
     public_key_der: bytes | None = None
-    extra: dict[str, str] = field(default_factory=dict)

@@ -130,8 +130,7 @@ async def _release(conn: asyncpg.Connection, ids: list[UUID], token: UUID, exc: 
     try:
         if conn.is_closed():
             return
-        for request_id in ids:
-            await db.release(conn, request_id, token, f"{type(exc).__name__}: {exc}")
+        await db.release(conn, ids, token, f"{type(exc).__name__}: {exc}")
     except Exception:  # noqa: S110 - the original error is the one that matters, and it is re-raised
         pass
 

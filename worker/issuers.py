@@ -24,7 +24,6 @@ class Signed:
     certificate: x509.Certificate
     chain: list[x509.Certificate]  # issuer first, up to the root; empty when self-signed
     serial: int
-    issuer_id_for_serial: object  # the CA id (or the certificate id when self-signed)
 
 
 class Issuer(Protocol):
@@ -50,7 +49,7 @@ class InternalCaIssuer:
         cert = x509_builder.build_leaf_certificate(
             template=template, public_key=public_key, issuer_cert=self.ca.certificate, issuer_key=self.ca.key,
             serial=serial, not_before=not_before, not_after=not_after)
-        return Signed(cert, self.ca.chain, serial, self.ca.authority.id)
+        return Signed(cert, self.ca.chain, serial)
 
 
 class SelfSignedIssuer:
@@ -66,4 +65,4 @@ class SelfSignedIssuer:
         serial = x509_builder.new_serial()
         cert = x509_builder.build_self_signed_certificate(
             template=template, private_key=private_key, serial=serial, not_before=not_before, not_after=not_after)
-        return Signed(cert, [], serial, None)
+        return Signed(cert, [], serial)

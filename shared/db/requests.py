@@ -136,21 +136,8 @@ async def list_requests(conn: Executor, project_id: UUID, *, status: str | None,
 async def claim(conn: Executor, request_id: UUID, token: UUID, lease_seconds: float) -> RequestRow | None:
     """pending -> processing, or take back a processing request whose lease expired. Exactly one caller
     wins: the guarded UPDATE is atomic, and the winner's ``token`` is the only one that can finish it."""
-    row = await conn.fetchrow(
-        f"UPDATE certificate_requests SET status = 'processing', claim_token = $2, attempts = attempts + 1,"
-        f" lease_expires_at = now() + make_interval(secs => $3), updated_at = now()"
-        f" WHERE id = $1 AND (status = 'pending' OR (status = 'processing' AND lease_expires_at < now()))"
-        f" RETURNING {_REQ_COLS}",
-        request_id, token, lease_seconds)
-    return None if row is None else _request(row)
-
-
-async def finish_issued(conn: Executor, request_id: UUID, token: UUID, certificate_id: UUID) -> bool:
-    done = await conn.fetchval(
-        "UPDATE certificate_requests SET status = 'issued', certificate_id = $3, lease_expires_at = NULL,"
-        " last_error = NULL, updated_at = now() WHERE id = $1 AND status = 'processing' AND claim_token = $2"
-        " RETURNING id", request_id, token, certificate_id)
-    return done is not None
+    claimed = await claim_many(conn, [request_id], token, lease_seconds)
+    return claimed[0] if claimed else None
 
 
 async def finish_failed(conn: Executor, request_id: UUID, token: UUID | None, message: str) -> bool:
@@ -162,23 +149,14 @@ async def finish_failed(conn: Executor, request_id: UUID, token: UUID | None, me
     return done is not None
 
 
-async def release(conn: Executor, request_id: UUID, token: UUID, error: str) -> None:
-    """A transient failure: back to pending (the retry or the reconciler takes it again)."""
+async def release(conn: Executor, request_ids: list[UUID], token: UUID, error: str) -> None:
+    """A transient failure: the requests this claim holds go back to pending (the retry or the reconciler
+    takes them again)."""
     await conn.execute(
         "UPDATE certificate_requests SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,"
-        " last_error = $3, updated_at = now() WHERE id = $1 AND status = 'processing' AND claim_token = $2",
-        request_id, token, error)
-
-
-async def insert_certificate(conn: Executor, cert: CertificateRow) -> None:
-    await conn.execute(
-        f"INSERT INTO certificates ({_CERT_COLS}) VALUES"
-        f" ({', '.join(f'${i}' for i in range(1, len(CertificateRow.__dataclass_fields__) + 1))})",
-        *(getattr(cert, k) for k in CertificateRow.__dataclass_fields__))
-
-
-async def link_renewal(conn: Executor, old_id: UUID, new_id: UUID) -> None:
-    await conn.execute("UPDATE certificates SET renewed_by_id = $2 WHERE id = $1", old_id, new_id)
+        " last_error = $3, updated_at = now()"
+        " WHERE id = ANY($1::uuid[]) AND status = 'processing' AND claim_token = $2",
+        request_ids, token, error)
 
 
 async def get_certificate(conn: Executor, certificate_id: UUID, project_id: UUID) -> CertificateRow | None:
@@ -274,7 +252,7 @@ async def fail_many(conn: asyncpg.Connection, items: list[tuple[UUID, UUID, str]
 
 
 async def claim_many(conn: Executor, request_ids: list[UUID], token: UUID, lease_seconds: float) -> list[RequestRow]:
-    """``claim`` for a list: every open request of the list that no live lease holds."""
+    """``claim`` for a list: every open request of the list that no live lease holds, in one statement."""
     rows = await conn.fetch(
         f"UPDATE certificate_requests SET status = 'processing', claim_token = $2, attempts = attempts + 1,"
         f" lease_expires_at = now() + make_interval(secs => $3), updated_at = now()"
