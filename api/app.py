@@ -60,10 +60,11 @@ def create_app(settings: Settings) -> web.Application:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[DB] = await create_pool(settings.database_url, min_size=settings.db_pool_min,
-                                max_size=settings.db_pool_max)
+                                max_size=settings.db_pool_max, acquire_timeout=settings.db_acquire_timeout_seconds)
     async with app[DB].acquire() as conn:
         await app[KEYRING].verify(conn)
     app[NOTIFICATIONS] = Notifications(settings.database_url)
+    await app[NOTIFICATIONS].start()
     yield
     await app[NOTIFICATIONS].close()
     await app[DB].close()
