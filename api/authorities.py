@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from api.auth import current_identity
@@ -43,16 +41,15 @@ async def create(request: web.Request) -> web.Response:
         ca = await record_ca(conn, body)
         await audit.record(conn, project_id=body.project_id, actor=f"identity:{identity.id}", action="ca.request",
                            subject_type="ca", subject_id=str(ca.id), details={"type": ca.type})
-    key = f"ca:{ca.id}"
-    async with request.app[NOTIFICATIONS].subscription(key) as wait:
-        await request.app[BROKER].send(tasks.CREATE_CA, [str(ca.id)])
-        deadline = asyncio.get_running_loop().time() + CREATE_WAIT_SECONDS
-        while ca.status == "pending":
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            await wait(min(remaining, 1.0))
-            ca = await db.get(pool, ca.id) or ca
+    # After the commit, sending is best effort: the reconciler re-sends a CA left pending (DESIGN.md 4.1),
+    # so a broker hiccup must not answer 503 for a CA that exists (the retry would make a second one).
+    await request.app[BROKER].send_best_effort(tasks.CREATE_CA, [str(ca.id)])
+
+    async def read() -> Authority:
+        return await db.get(pool, ca.id) or ca
+
+    ca = await request.app[NOTIFICATIONS].wait_for(f"ca:{ca.id}", read, lambda c: c.status != "pending",
+                                                    CREATE_WAIT_SECONDS)
     location = absolute_url(request, request.app[SETTINGS].public_url, f"{BASE}/{ca.id}")
     status = 202 if ca.status == "pending" else 201
     headers = {"Location": location}

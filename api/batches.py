@@ -10,7 +10,7 @@ from aiohttp import web
 
 from api.auth import current_identity
 from api.body import parse, path_uuid, query_int
-from api.certificates import private_key_pem
+from api.certificates import private_keys_pem
 from api.context import BROKER, DB, EVALUATOR_PROCESSES, EVALUATORS, ISSUING_CONTEXTS, NOTIFICATIONS, SETTINGS
 from api.routing import Routes, absolute_url
 from shared import access, tasks
@@ -18,8 +18,8 @@ from shared import batches as svc
 from shared.db import batches as db
 from shared.db.batches import BatchRow, NewItem
 from shared.db.identities import Identity
-from shared.errors import BadRequest, FieldError, NotFound
-from shared.issuance import MAX_WAIT_SECONDS
+from shared.errors import BadRequest, Conflict, FieldError, NotFound
+from shared.issuance import MAX_WAIT_SECONDS, check_idempotency_key, request_fingerprint
 from shared.profiles import IssuingContext
 
 routes = Routes("bulk batches")
@@ -30,6 +30,7 @@ NDJSON = "application/x-ndjson"
 @routes.route("POST", BASE, summary="Submit up to 10,000 certificate requests at once", body=svc.BatchBody,
               response=svc.BatchCreated, status=202)
 async def create(request: web.Request) -> web.Response:
+    idempotency_key = check_idempotency_key(request.headers.get("Idempotency-Key"))
     body = await parse(request, svc.BatchBody)
     identity = current_identity(request)
     pool = request.app[DB]
@@ -41,15 +42,43 @@ async def create(request: web.Request) -> web.Response:
             raise NotFound("no such certificate profile", [FieldError("profileId", f"no such profile {profile_id}")])
         contexts[profile_id] = ctx
     access.authorize(identity, identity.project_id, "issuer")
+    fingerprint = request_fingerprint(body) if idempotency_key else None
+    if idempotency_key is not None:
+        # A retry (after a lost answer or a 503) gets the batch it repeats, before the costly evaluation.
+        existing = await db.batch_by_idempotency_key(pool, identity.project_id, idempotency_key)
+        if existing is not None:
+            return _created(request, _repeated(existing, fingerprint))
     items = await _evaluate(request, body, contexts)
     async with pool.acquire() as conn, conn.transaction():
-        batch, pending = await db.insert_batch(conn, project_id=identity.project_id, profile_id=body.profile_id,
-                                               requested_by=identity.id, items=items)
-    # One message per chunk, not per item; the reconciler re-sends whatever a lost message leaves pending.
+        inserted = await db.insert_batch(conn, project_id=identity.project_id, profile_id=body.profile_id,
+                                         requested_by=identity.id, items=items, idempotency_key=idempotency_key,
+                                         request_hash=fingerprint)
+    if inserted is None:  # a concurrent submission with the same key committed first
+        assert idempotency_key is not None
+        existing = await db.batch_by_idempotency_key(pool, identity.project_id, idempotency_key)
+        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
+            raise Conflict("idempotency key conflict; retry")
+        return _created(request, _repeated(existing, fingerprint))
+    batch, pending = inserted
+    # One message per chunk, not per item. The batch is committed: sending is best effort, and the
+    # reconciler re-sends whatever a lost message leaves pending (DESIGN.md 4.1). Answering 503 here
+    # would make the client retry and double the batch.
     ids = [str(request_id) for _, request_id in pending]
     for start in range(0, len(ids), svc.CHUNK_SIZE):
-        await request.app[BROKER].send(tasks.ISSUE_BATCH_CHUNK, [ids[start:start + svc.CHUNK_SIZE], str(batch.id)])
-    created = svc.BatchCreated(batch_id=batch.id, total=batch.total, failed_at_submission=len(items) - len(pending))
+        await request.app[BROKER].send_best_effort(tasks.ISSUE_BATCH_CHUNK,
+                                                   [ids[start:start + svc.CHUNK_SIZE], str(batch.id)])
+    return _created(request, batch)
+
+
+def _repeated(existing: BatchRow, fingerprint: bytes | None) -> BatchRow:
+    if existing.request_hash != fingerprint:
+        raise Conflict("this Idempotency-Key was used with a different batch",
+                       [FieldError("Idempotency-Key", "already used with another body")])
+    return existing
+
+
+def _created(request: web.Request, batch: BatchRow) -> web.Response:
+    created = svc.BatchCreated(batch_id=batch.id, total=batch.total, failed_at_submission=batch.failed_at_submission)
     return web.json_response(created.to_json(), status=202, headers={
         "Location": absolute_url(request, request.app[SETTINGS].public_url, f"{BASE}/{batch.id}"),
         "Retry-After": "1"})
@@ -89,13 +118,12 @@ async def get(request: web.Request) -> web.Response:
     wait = query_int(request, "wait", default=0, low=0, high=MAX_WAIT_SECONDS)
     _, batch = await _batch(request)
     pool = request.app[DB]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    async with request.app[NOTIFICATIONS].subscription(f"batch:{batch.id}") as wake:
-        view = svc.BatchView.of(batch, await db.counts(pool, batch.id))
-        while view.status != "completed" and loop.time() < deadline:
-            await wake(min(deadline - loop.time(), 1.0))
-            view = svc.BatchView.of(batch, await db.counts(pool, batch.id))
+
+    async def read() -> svc.BatchView:
+        return svc.BatchView.of(batch, await db.counts(pool, batch.id))
+
+    view = await request.app[NOTIFICATIONS].wait_for(f"batch:{batch.id}", read,
+                                                      lambda v: v.status == "completed", wait, shared=True)
     headers = {} if view.status == "completed" else {"Retry-After": "1"}
     return web.json_response(view.to_json(), headers=headers)
 
@@ -124,8 +152,10 @@ async def _page(request: web.Request, identity: Identity, batch: BatchRow, statu
     pool = request.app[DB]
     async with pool.acquire() as conn:
         rows = await db.items(conn, batch.id, status=status, after_index=after, limit=limit)
+        keys = await private_keys_pem(request, conn, identity, [i.certificate for i in rows
+                                                                if i.certificate is not None])
         return [svc.BatchItemView.of(i.request, i.certificate,
-                                     await private_key_pem(request, conn, identity, i.certificate)) for i in rows]
+                                     keys.get(i.certificate.id) if i.certificate is not None else None) for i in rows]
 
 
 async def _stream(request: web.Request, identity: Identity, batch: BatchRow, status: str | None,

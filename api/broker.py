@@ -41,6 +41,17 @@ class Broker:
             self._executor, lambda: self._celery.send_task(name, args=args, queue=queue)
         )
 
+    async def send_best_effort(self, name: str, args: list[Any]) -> bool:
+        """``send`` for work already committed to the database: a failure is logged, never raised, because
+        the reconciler re-sends whatever stays pending (and a client told 503 would retry, doubling it)."""
+        try:
+            await self.send(name, args)
+        except Exception as exc:  # the rows are the truth (DESIGN.md 4.1)
+            log.warning("enqueue failed; the reconciler will re-send", extra={
+                "task": name, "error": f"{type(exc).__name__}: {exc}"})
+            return False
+        return True
+
     def ring(self, request_id: str) -> None:
         """Ask for one request to be issued. Requests arriving within a few milliseconds of each other
         share one chunk message (ids only): one broker round trip, one claim and one transaction in the
@@ -63,11 +74,7 @@ class Broker:
             task.add_done_callback(self._in_flight.discard)
 
     async def _send_chunk(self, ids: list[str]) -> None:
-        try:
-            await self.send(ISSUE_BATCH_CHUNK, [ids])
-        except Exception as exc:  # the rows are the truth (DESIGN.md 4.1): the reconciler re-sends them
-            log.warning("enqueue failed; the reconciler will re-send", extra={
-                "requests": len(ids), "error": f"{type(exc).__name__}: {exc}"})
+        await self.send_best_effort(ISSUE_BATCH_CHUNK, [ids])
 
     async def ping(self, limit: float = 2.0) -> None:
         """Raises if the broker cannot be reached within ``limit`` seconds."""

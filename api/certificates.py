@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -16,11 +15,12 @@ from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SE
 from api.routing import Routes, absolute_url
 from shared import access
 from shared.attributes import IssueAttributes
-from shared.db import Executor
+from shared.db import Executor, audit
 from shared.db import requests as db
 from shared.db.identities import Identity
 from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
-from shared.errors import BadRequest, Conflict, FieldError, NotFound, PolicyViolation
+from shared.envelope import EnvelopeError
+from shared.errors import BadRequest, Conflict, FieldError, KmsError, NotFound, PolicyViolation
 from shared.evaluation import evaluate_request
 from shared.issuance import (
     MAX_WAIT_SECONDS,
@@ -53,28 +53,48 @@ def _wait_seconds(request: web.Request) -> int:
 
 async def private_key_pem(request: web.Request, conn: Executor, identity: Identity, cert: CertificateRow | None
                           ) -> str | None:
-    """The server-generated key of ``cert`` in PEM, for callers whose role may read keys; else None."""
-    if cert is None or cert.encrypted_private_key is None or not access.can_read_private_keys(identity):
-        return None
-    der = await request.app[KEYRING].open(conn, cert.project_id, cert.encrypted_private_key, table="certificates",
-                                          row_id=cert.id)
-    return private_key_to_pem(load_private_key_der(der)).decode()
+    """The server-generated key of ``cert`` in PEM, for callers whose role may read keys; else None.
+    Every key handed out is audited."""
+    keys = await private_keys_pem(request, conn, identity, [cert] if cert is not None else [])
+    return keys.get(cert.id) if cert is not None else None
 
 
-async def _await_outcome(request: web.Request, request_id: UUID, project_id: UUID, wait: float,
-                         first: RequestWithCertificate | None = None) -> RequestWithCertificate:
-    """Read the request; if it is not final and the caller waits, sleep on LISTEN/NOTIFY until it is
-    (or the time is up), then read again. Nothing depends on the notification arriving."""
+async def private_keys_pem(request: web.Request, conn: Executor, identity: Identity, certs: list[CertificateRow]
+                           ) -> dict[UUID, str]:
+    """``private_key_pem`` for a page of certificates, with one audit statement for the page."""
+    if not access.can_read_private_keys(identity):
+        return {}
+    keys: dict[UUID, str] = {}
+    for cert in certs:
+        if cert.encrypted_private_key is None:
+            continue
+        try:
+            der = await request.app[KEYRING].open(conn, cert.project_id, cert.encrypted_private_key,
+                                                  table="certificates", row_id=cert.id)
+        except EnvelopeError:
+            # The ciphertext is bound to its own row (AAD): one copied here, or damaged, never opens.
+            log.error("a stored private key does not decrypt", extra={"certificate_id": str(cert.id)})
+            raise KmsError(f"the stored private key of certificate {cert.id} does not decrypt; "
+                           "it is damaged or not this certificate's: quote the request id to the operator") from None
+        keys[cert.id] = private_key_to_pem(load_private_key_der(der)).decode()
+    if keys:
+        await audit.record_key_reads(conn, identity.project_id, f"identity:{identity.id}", list(keys),
+                                     request.path)
+    return keys
+
+
+async def _await_outcome(request: web.Request, request_id: UUID, project_id: UUID, wait: float
+                         ) -> RequestWithCertificate:
+    """The request, once final or when ``wait`` seconds have passed (long-poll on LISTEN/NOTIFY)."""
     pool = request.app[DB]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    async with request.app[NOTIFICATIONS].subscription(f"req:{request_id}") as wake:
-        found = first or await db.request_with_certificate(pool, request_id, project_id)
-        if found is None:
-            raise NotFound("no such certificate request")
-        while found.request.status not in FINAL and loop.time() < deadline:
-            await wake(deadline - loop.time())
-            found = await db.request_with_certificate(pool, request_id, project_id) or found
+
+    async def read() -> RequestWithCertificate | None:
+        return await db.request_with_certificate(pool, request_id, project_id)
+
+    found = await request.app[NOTIFICATIONS].wait_for(
+        f"req:{request_id}", read, lambda f: f is None or f.request.status in FINAL, wait)
+    if found is None:
+        raise NotFound("no such certificate request")
     return found
 
 
@@ -148,8 +168,10 @@ def _check_issuer_active(ctx: IssuingContext) -> None:
 
 
 async def _answer(request: web.Request, identity: Identity, row: RequestRow, wait: float) -> web.Response:
-    found = await _await_outcome(request, row.id, row.project_id, wait, RequestWithCertificate(row, None)
-                                 if row.status not in FINAL else None)
+    # Without ?wait the row just written is the answer. With it, the state is read again after
+    # subscribing (never from before): a worker may finish between the insert and the subscription.
+    found = RequestWithCertificate(row, None) if wait <= 0 and row.status not in FINAL else \
+        await _await_outcome(request, row.id, row.project_id, wait)
     return await _render(request, identity, found, status=201 if found.request.status == "issued" else 202)
 
 

@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError
 
 from shared.attributes import IssueAttributes
 from shared.camel import CamelModel
+from shared.csr import MAX_CSR_BYTES
 from shared.db.batches import BatchRow, Counts, NewItem
 from shared.db.requests import CertificateRow, RequestRow
 from shared.errors import BadRequest, FieldError, KmsError
@@ -31,7 +32,9 @@ class BatchBody(CamelModel):
 
 
 class BatchItem(CamelModel):
-    csr: str | None = None
+    # Bounded here, not only when parsed: an item that fails is stored with its reason, and an oversized
+    # CSR must never be stored at all (nor reach the fingerprint or the COPY).
+    csr: str | None = Field(default=None, max_length=MAX_CSR_BYTES)
     attributes: IssueAttributes | None = None
     profile_id: UUID | None = None
 
@@ -122,8 +125,7 @@ def evaluate_slice(default_profile_id: UUID, raw_items: list[dict[str, Any]], of
         try:
             item = BatchItem.model_validate(raw)
         except ValidationError as exc:
-            errors = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            out.append(NewItem(index, default_profile_id, None, None, f"invalid item: {errors}"))
+            out.append(NewItem(index, default_profile_id, None, None, f"invalid item: {_validation_message(exc)}"))
             continue
         profile_id = item.profile_id or default_profile_id
         ctx = contexts[profile_id]
@@ -138,6 +140,17 @@ def evaluate_slice(default_profile_id: UUID, raw_items: list[dict[str, Any]], of
             message = _message(exc.detail, exc.errors)
         out.append(NewItem(index, profile_id, item.csr, stored, message))
     return out
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "string_too_long" and where == "csr":
+            parts.append(f"csr: CSR is larger than {MAX_CSR_BYTES} bytes (16 KiB); it was not stored")
+        else:
+            parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
 
 
 def _message(detail: str, errors: list[FieldError]) -> str:

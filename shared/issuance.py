@@ -38,8 +38,9 @@ class IssueBody(CamelModel):
         return self.attributes.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
-def request_fingerprint(body: IssueBody) -> bytes:
-    """What makes two requests "the same body" for an Idempotency-Key: the validated content, not bytes."""
+def request_fingerprint(body: CamelModel) -> bytes:
+    """What makes two requests (or batches) "the same body" for an Idempotency-Key: the validated content,
+    not bytes."""
     canonical = json.dumps(body.model_dump(mode="json", by_alias=True, exclude_unset=True), sort_keys=True)
     return hashlib.sha256(canonical.encode()).digest()
 

@@ -23,3 +23,15 @@ async def record(
         " VALUES ($1, $2, $3, $4, $5, $6)",
         project_id, actor, action, subject_type, subject_id, details or {},
     )
+
+
+async def record_key_reads(conn: Executor, project_id: UUID, actor: str, certificate_ids: list[UUID],
+                           route: str) -> None:
+    """One ``certificate.private_key.read`` event per key handed out, in one statement for a whole page."""
+    if certificate_ids:
+        await conn.execute(
+            "INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)"
+            " SELECT $1, $2, 'certificate.private_key.read', 'certificate', id::text,"
+            " jsonb_build_object('route', $4::text)"
+            " FROM unnest($3::uuid[]) AS id",
+            project_id, actor, certificate_ids, route)

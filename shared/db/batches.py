@@ -21,6 +21,8 @@ class BatchRow:
     profile_id: UUID
     total: int
     created_at: datetime
+    failed_at_submission: int
+    request_hash: bytes | None
 
 
 @dataclass(frozen=True)
@@ -43,18 +45,26 @@ class Counts:
     last_update: datetime | None
 
 
-_BATCH_COLS = "id, project_id, profile_id, total, created_at"
+_BATCH_COLS = "id, project_id, profile_id, total, created_at, failed_at_submission, request_hash"
 _ITEM_COLUMNS = ("id", "project_id", "profile_id", "status", "csr_pem", "attributes", "server_key",
                  "requested_by", "error_message", "batch_id", "batch_index")
 
 
 async def insert_batch(conn: asyncpg.Connection, *, project_id: UUID, profile_id: UUID, requested_by: UUID,
-                       items: list[NewItem]) -> tuple[BatchRow, list[tuple[int, UUID]]]:
+                       items: list[NewItem], idempotency_key: str | None = None, request_hash: bytes | None = None
+                       ) -> tuple[BatchRow, list[tuple[int, UUID]]] | None:
     """The batch and all its items in the caller's transaction: one INSERT and one COPY (not a statement
-    per item). Returns the batch and (index, request id) of the items left pending."""
+    per item). Returns the batch and (index, request id) of the items left pending; None (nothing
+    written) when the project already has a batch with this idempotency key."""
+    failed = sum(1 for item in items if item.error_message)
     row = await conn.fetchrow(
-        f"INSERT INTO certificate_batches (project_id, profile_id, total, requested_by) VALUES ($1, $2, $3, $4)"
-        f" RETURNING {_BATCH_COLS}", project_id, profile_id, len(items), requested_by)
+        f"INSERT INTO certificate_batches (project_id, profile_id, total, requested_by, idempotency_key,"
+        f" request_hash, failed_at_submission) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        f" ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+        f" RETURNING {_BATCH_COLS}", project_id, profile_id, len(items), requested_by, idempotency_key,
+        request_hash, failed)
+    if row is None:
+        return None
     batch = BatchRow(**dict(row))
     records = []
     pending = []
@@ -68,6 +78,13 @@ async def insert_batch(conn: asyncpg.Connection, *, project_id: UUID, profile_id
                         item.csr_pem is None, requested_by, item.error_message, batch.id, item.index))
     await conn.copy_records_to_table("certificate_requests", records=records, columns=_ITEM_COLUMNS)
     return batch, pending
+
+
+async def batch_by_idempotency_key(conn: Executor, project_id: UUID, key: str) -> BatchRow | None:
+    row = await conn.fetchrow(
+        f"SELECT {_BATCH_COLS} FROM certificate_batches WHERE project_id = $1 AND idempotency_key = $2",
+        project_id, key)
+    return None if row is None else BatchRow(**dict(row))
 
 
 async def get_batch(conn: Executor, batch_id: UUID, project_id: UUID) -> BatchRow | None:
