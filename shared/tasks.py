@@ -7,10 +7,17 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from kombu.entity import Queue
+
 # Queues: signing is CPU-bound and local; external CAs are network-bound and get their own queue so
 # a slow external CA cannot starve local issuance.
 QUEUE_SIGNING: Final = "kms.signing"
 QUEUE_EXTERNAL: Final = "kms.external"
+# Control work (the reconciler) has a queue of its own, so it never waits behind a backlog of signing
+# or network work. Every queue is declared below, so any worker (`kms-pki worker` or a plain
+# `celery -A worker.app worker`) consumes all three.
+QUEUE_CONTROL: Final = "kms.control"
+QUEUES: Final = (QUEUE_SIGNING, QUEUE_EXTERNAL, QUEUE_CONTROL)
 
 ISSUE_CERTIFICATE: Final = "kms.issue_certificate"
 CREATE_CA: Final = "kms.create_ca"
@@ -32,8 +39,8 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 4,
         "task_default_queue": QUEUE_SIGNING,
-        # The reconciler rides the external queue, so a backlog of signing work cannot delay it.
-        "task_routes": {ISSUE_BATCH_CHUNK: {"queue": QUEUE_SIGNING}, RECONCILE: {"queue": QUEUE_EXTERNAL}},
+        "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        "task_routes": {ISSUE_BATCH_CHUNK: {"queue": QUEUE_SIGNING}, RECONCILE: {"queue": QUEUE_CONTROL}},
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "worker_hijack_root_logger": False,

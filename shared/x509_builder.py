@@ -68,14 +68,16 @@ def _utc_seconds(moment: datetime) -> datetime:
 
 
 def resolve_validity(
-    validity: Validity, *, now: datetime, backdate: timedelta, issuer_not_after: datetime | None
+    validity: Validity, *, now: datetime, backdate: timedelta, issuer_not_after: datetime | None,
+    issuer_not_before: datetime | None = None,
 ) -> tuple[datetime, datetime]:
     """The (notBefore, notAfter) to sign, in UTC and whole seconds.
 
     notBefore is the explicit one, else ``now - backdate`` (the margin absorbs relying parties whose
-    clocks run behind). notAfter is the explicit one, else ``now + ttl``. A window reaching past the
-    issuer's own notAfter is rejected, never shortened: the caller asked for a lifetime the issuer
-    cannot vouch for, and silently trimming it would hide that.
+    clocks run behind), never earlier than the issuer's own notBefore. notAfter is the explicit one,
+    else ``now + ttl``. A window reaching outside the issuer's own is rejected, never shortened: the
+    caller asked for a lifetime the issuer cannot vouch for (an explicit notBefore before the issuer
+    existed, a notAfter past its end), and silently trimming it would hide that.
     """
     now = _utc_seconds(now)
     if validity.ttl_seconds is not None and validity.ttl_seconds <= 0:
@@ -84,6 +86,14 @@ def resolve_validity(
     explicit = validity.not_after is not None
     field = "attributes.notAfter" if explicit else "attributes.ttl"
     not_before = _utc_seconds(validity.not_before) if validity.not_before is not None else now - backdate
+    if issuer_not_before is not None:
+        start = _utc_seconds(issuer_not_before)
+        if validity.not_before is not None and not_before < start:
+            raise PolicyViolation([FieldError(
+                "attributes.notBefore",
+                f"notBefore {not_before.isoformat()} is before the issuing CA's notBefore {start.isoformat()}; "
+                "a certificate cannot be valid before its issuer")])
+        not_before = max(not_before, start)
     if validity.not_after is not None:
         not_after = _utc_seconds(validity.not_after)
     elif validity.ttl_seconds is not None:

@@ -19,8 +19,9 @@ app = Celery("kms-worker")
 app.conf.update(celery_config(settings.broker_url))
 app.conf.beat_schedule = {
     "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval_seconds,
-                  # A reconcile that could not run in time is pointless later: the next one covers it.
-                  "options": {"expires": settings.reconcile_interval_seconds * 2}},
+                  # A reconcile that could not run for a minute is pointless later: a newer one covers it
+                  # (runs are idempotent). Long enough to outlast the signing chunks a worker holds.
+                  "options": {"expires": max(60.0, settings.reconcile_interval_seconds * 4)}},
 }
 app.conf.include = ["worker.tasks"]
 

@@ -6,17 +6,19 @@ this worker's claim token), only the token holder can mark the request issued, a
 message finds the request claimed or final and does nothing; a worker that dies mid-task leaves it
 processing until its lease ends, and then another worker (via the reconciler) takes it again.
 
-``issue`` handles one request (the single-request path); ``issue_many`` a list of them (batch chunks and
-the reconciler), claiming them in one statement and storing them in one transaction.
+``issue_many`` handles a list of requests (the API's coalesced chunks, batch chunks, the reconciler's
+re-sends), claiming them in one statement and signing and storing them in one short transaction;
+``issue`` is the same for one request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import asyncpg
@@ -26,7 +28,6 @@ from cryptography.x509.oid import NameOID
 from shared import policy as policy_rules
 from shared import x509_builder
 from shared.attributes import IssueAttributes
-from shared.db import audit
 from shared.db import authorities as ca_db
 from shared.db import requests as db
 from shared.db.requests import CertificateRow, RequestRow
@@ -34,94 +35,128 @@ from shared.errors import FieldError, KmsError, PolicyViolation
 from shared.evaluation import evaluate_request
 from shared.keys import DEFAULT_SIGNATURE, PrivateKey, PublicKey, generate_private_key, private_key_to_der
 from shared.profiles import IssuingContext, load_issuing_context
+from shared.template import CertificateTemplate
 from worker.ca_keys import CaKeyCache
 from worker.issuers import InternalCaIssuer, Issuer, SelfSignedIssuer
 from worker.runtime import Runtime
 
 log = logging.getLogger("kms.worker")
 CERT_TABLE = "certificates"
-TRANSIENT_DB = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# Failures that say nothing about the request: the database (or the network) will likely work again.
+# Claims are given back at once, and the task retries; anything else the request got wrong ends it failed.
+TRANSIENT_DB: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError,
+    asyncpg.AdminShutdownError, asyncpg.InternalClientError, asyncpg.LockNotAvailableError)
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """A signed certificate, ready to store."""
+class Planned:
+    """A claimed request with everything decided but the CA's signature: its template, issuer and key."""
 
-    row: CertificateRow
-    serial_issuer: UUID
-    audit_details: dict[str, Any]
+    req: RequestRow
+    ca_id: UUID | None
+    issuer: Issuer
+    template: CertificateTemplate
+    public_key: PublicKey
+    private_key: PrivateKey | None
+    cert_id: UUID
+    sealed_key: bytes | None
 
 
 async def issue(rt: Runtime, cache: CaKeyCache, request_id: UUID) -> str:
-    """Returns the outcome: issued, failed, or skipped (claimed elsewhere or already final)."""
-    pool = await rt.pool()
-    token = uuid.uuid4()
-    async with pool.acquire() as conn:
-        req = await db.claim(conn, request_id, token, rt.settings.lease_seconds)
-        if req is None:
-            return "skipped"
-        try:
-            ctx = await _context(conn, req.profile_id)
-            prepared = await _prepare(rt, cache, conn, req, ctx)
-            stored = await db.store_issued(conn, prepared.row, token=token, serial_issuer=prepared.serial_issuer,
-                                           audit_details=prepared.audit_details)
-        except KmsError as exc:
-            await _fail(conn, req, token, str(exc))
-            return "failed"
-        except TRANSIENT_DB as exc:
-            # Transient: give the request back; Celery's retry (or the reconciler) tries again.
-            await _release(conn, [req.id], token, exc)
-            raise
-    if not stored:
-        # Our lease ran out and another worker took the request: it decides, we stored nothing.
-        return "skipped"
-    log.info("certificate issued", extra={"certificate_request_id": str(request_id),
-                                          "serial": prepared.row.serial_number})
-    return "issued"
+    """One request: issued, failed, or skipped (claimed elsewhere or already final)."""
+    counts = await issue_many(rt, cache, [request_id])
+    return next((outcome for outcome in ("issued", "failed") if counts[outcome]), "skipped")
 
 
 async def issue_many(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], *, batch_id: UUID | None = None
                      ) -> dict[str, int]:
-    """Claim every request of the list that is open, sign each, store them all in one transaction."""
+    """Claim every open request of the list, then in two phases:
+
+    1. outside any transaction, the slow part: re-evaluate each against the profile, policy and CA in
+       force now (DESIGN.md 4.6), generate and seal server keys, decrypt the CA key. The claim's lease
+       is extended as this goes (a heartbeat), and a request whose claim was taken back is dropped.
+    2. one short transaction: lock the requests this claim still holds and share-lock their CAs (only
+       active ones sign), then sign and store. Nobody can claim a locked request, nor disable a locked
+       CA, until the commit: every signature made here is stored and audited, and none is made for a
+       request another worker owns (a lease that ran out during phase 1 cannot cause a second one).
+    """
     pool = await rt.pool()
     token = uuid.uuid4()
+    lease = float(rt.settings.lease_seconds)
     async with pool.acquire() as conn:
-        claimed = await db.claim_many(conn, request_ids, token, rt.settings.lease_seconds)
-        contexts: dict[UUID, IssuingContext | KmsError] = {}
-        done: list[Prepared] = []
-        failed: list[tuple[RequestRow, str]] = []
+        claimed = await db.claim_many(conn, request_ids, token, lease)
         try:
-            for req in claimed:
-                try:
-                    if req.profile_id not in contexts:
-                        try:
-                            contexts[req.profile_id] = await _context(conn, req.profile_id)
-                        except KmsError as exc:
-                            contexts[req.profile_id] = exc
-                    ctx = contexts[req.profile_id]
-                    if isinstance(ctx, KmsError):
-                        raise ctx
-                    done.append(await _prepare(rt, cache, conn, req, ctx))
-                except KmsError as exc:
-                    failed.append((req, str(exc)))
-                except TRANSIENT_DB:
-                    raise
-                except Exception as exc:
-                    # One request that breaks the signer must not hold its whole chunk hostage.
-                    log.exception("signing failed", extra={"certificate_request_id": str(req.id)})
-                    failed.append((req, f"the request could not be signed ({type(exc).__name__}); "
-                                        "quote this request id to the operator"))
+            planned, failed = await _plan(rt, cache, conn, claimed, token, lease)
             async with conn.transaction():
-                await db.store_many(conn, [(p.row, p.serial_issuer, p.audit_details) for p in done], token=token)
+                held = await db.lock_claimed(conn, [p.req.id for p in planned], token)
+                planned = [p for p in planned if p.req.id in held]
+                active = await ca_db.lock_active(conn, list({p.ca_id for p in planned if p.ca_id is not None}))
+                done: list[tuple[CertificateRow, UUID, dict[str, Any]]] = []
+                for p in planned:
+                    if p.ca_id is not None and p.ca_id not in active:
+                        failed.append((p.req, "the profile's CA was disabled before this certificate was "
+                                              "signed; it signs nothing"))
+                        continue
+                    try:
+                        done.append(_sign(rt, p))
+                    except KmsError as exc:
+                        failed.append((p.req, str(exc)))
+                await db.store_many(conn, done, token=token)
                 await db.fail_many(conn, [(r.id, r.project_id, message) for r, message in failed], token=token)
-                if batch_id is not None:
-                    await ca_db.notify(conn, f"batch:{batch_id}")
+                stored = await db.count_certificates(conn, [row.id for row, _, _ in done]) if done else 0
+                for notified in {batch_id, *(r.batch_id for r in claimed)} - {None}:
+                    await ca_db.notify(conn, f"batch:{notified}")
         except TRANSIENT_DB as exc:
             await _release(conn, [r.id for r in claimed], token, exc)
             raise
-    log.info("chunk issued", extra={"batch_id": str(batch_id) if batch_id else None, "issued": len(done),
-                                    "failed": len(failed), "skipped": len(request_ids) - len(claimed)})
-    return {"issued": len(done), "failed": len(failed), "skipped": len(request_ids) - len(claimed)}
+    if stored != len(done):  # pragma: no cover - the row locks make this impossible; say so loudly if not
+        log.error("signatures made and stored differ", extra={"signed": len(done), "stored": stored})
+    outcome = {"issued": stored, "failed": len(failed), "skipped": len(request_ids) - stored - len(failed)}
+    log.info("chunk issued", extra={"batch_id": str(batch_id) if batch_id else None, "signed": len(done),
+                                    "stored": stored, **outcome})
+    return outcome
+
+
+async def _plan(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, claimed: list[RequestRow], token: UUID,
+                lease: float) -> tuple[list[Planned], list[tuple[RequestRow, str]]]:
+    """Phase 1 of ``issue_many``; failures are per request, except transient ones (raised)."""
+    contexts: dict[UUID, IssuingContext | KmsError] = {}
+    planned: list[Planned] = []
+    failed: list[tuple[RequestRow, str]] = []
+    held = {r.id for r in claimed}
+    loop = asyncio.get_running_loop()
+    next_beat = loop.time() + lease / 3
+    for req in claimed:
+        if loop.time() >= next_beat:
+            held = await db.extend_leases(conn, list(held), token, lease)
+            next_beat = loop.time() + lease / 3
+        if req.id not in held:
+            continue  # taken back after our lease ran out: its new owner decides
+        try:
+            if req.profile_id not in contexts:
+                try:
+                    contexts[req.profile_id] = await _context(conn, req.profile_id)
+                except KmsError as exc:
+                    contexts[req.profile_id] = exc
+            ctx = contexts[req.profile_id]
+            if isinstance(ctx, KmsError):
+                raise ctx
+            planned.append(await _prepare(rt, cache, conn, req, ctx))
+        except KmsError as exc:
+            failed.append((req, str(exc)))
+        except TRANSIENT_DB:
+            raise
+        except Exception as exc:
+            # One request that breaks the signer must not hold its whole chunk hostage.
+            log.exception("signing failed", extra={"certificate_request_id": str(req.id)})
+            failed.append((req, f"the request could not be signed ({type(exc).__name__}); "
+                                "quote this request id to the operator"))
+    if held != {r.id for r in claimed}:
+        planned = [p for p in planned if p.req.id in held]
+        failed = [(r, m) for r, m in failed if r.id in held]
+    return planned, failed
 
 
 async def _release(conn: asyncpg.Connection, ids: list[UUID], token: UUID, exc: BaseException) -> None:
@@ -135,16 +170,6 @@ async def _release(conn: asyncpg.Connection, ids: list[UUID], token: UUID, exc: 
         pass
 
 
-async def _fail(conn: asyncpg.Connection, req: RequestRow, token: UUID | None, message: str) -> None:
-    async with conn.transaction():
-        if await db.finish_failed(conn, req.id, token, message):
-            await audit.record(conn, project_id=req.project_id, actor="worker", action="certificate.sign.refused",
-                               subject_type="certificate_request", subject_id=str(req.id),
-                               details={"error": message})
-            await ca_db.notify(conn, f"req:{req.id}")
-    log.info("request failed", extra={"certificate_request_id": str(req.id), "error": message})
-
-
 async def _context(conn: asyncpg.Connection, profile_id: UUID) -> IssuingContext:
     # Validate twice (DESIGN.md 4.6): the current profile, policy and CA, read now, nothing from the queue.
     ctx = await load_issuing_context(conn, profile_id, with_ca_key=True)
@@ -154,7 +179,7 @@ async def _context(conn: asyncpg.Connection, profile_id: UUID) -> IssuingContext
 
 
 async def _prepare(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, req: RequestRow,
-                   ctx: IssuingContext) -> Prepared:
+                   ctx: IssuingContext) -> Planned:
     attributes = IssueAttributes.model_validate(req.attributes) if req.attributes is not None else None
     template = evaluate_request(rules=ctx.rules, defaults=ctx.defaults, attributes=attributes,
                                 csr_pem=req.csr_pem, now=datetime.now(UTC))
@@ -179,28 +204,34 @@ async def _prepare(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, req
         private_key = generate_private_key(template.key_algorithm)
         public_key = private_key.public_key()
     else:
-        loaded = serialization.load_der_public_key(template.public_key_der)
-        public_key = loaded  # type: ignore[assignment]  (checked by evaluation: RSA, EC or Ed25519)
-    signed = issuer.issue(template, public_key, private_key, backdate=timedelta(seconds=rt.settings.backdate_seconds))
-
+        # Evaluation accepted only RSA, EC or Ed25519 keys.
+        public_key = cast(PublicKey, serialization.load_der_public_key(template.public_key_der))
     cert_id = uuid.uuid4()
+    sealed = None
+    if private_key is not None:
+        sealed = await rt.keyring.seal(conn, req.project_id, private_key_to_der(private_key), table=CERT_TABLE,
+                                       row_id=cert_id)
+    return Planned(req, ctx.profile.ca_id, issuer, template, public_key, private_key, cert_id, sealed)
+
+
+def _sign(rt: Runtime, p: Planned) -> tuple[CertificateRow, UUID, dict[str, Any]]:
+    """Phase 2: the CA's signature, and the row that stores it (with its serial's issuer and audit details)."""
+    req = p.req
+    signed = p.issuer.issue(p.template, p.public_key, p.private_key,
+                            backdate=timedelta(seconds=rt.settings.backdate_seconds))
     chain = signed.chain
     if req.remove_roots and chain and chain[-1].issuer == chain[-1].subject:
         chain = chain[:-1]
     serial_hex = format(signed.serial, "x")
     cn = signed.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    sealed = None
-    if private_key is not None:
-        sealed = await rt.keyring.seal(conn, req.project_id, private_key_to_der(private_key), table=CERT_TABLE,
-                                       row_id=cert_id)
-    ca_id = ctx.profile.ca_id
     row = CertificateRow(
-        id=cert_id, project_id=req.project_id, profile_id=req.profile_id, request_id=req.id, ca_id=ca_id,
-        serial_number=serial_hex, common_name=str(cn[0].value) if cn else None, key_algorithm=template.key_algorithm,
+        id=p.cert_id, project_id=req.project_id, profile_id=req.profile_id, request_id=req.id, ca_id=p.ca_id,
+        serial_number=serial_hex, common_name=str(cn[0].value) if cn else None,
+        key_algorithm=p.template.key_algorithm,
         certificate_pem=x509_builder.to_pem(signed.certificate), chain_pem=x509_builder.chain_pem(chain),
         issuing_ca_pem=x509_builder.to_pem(signed.chain[0]) if signed.chain else None,
         not_before=signed.certificate.not_valid_before_utc, not_after=signed.certificate.not_valid_after_utc,
-        encrypted_private_key=sealed, renewed_from_id=req.renewal_of, renewed_by_id=None,
+        encrypted_private_key=p.sealed_key, renewed_from_id=req.renewal_of, renewed_by_id=None,
         created_at=datetime.now(UTC))
-    return Prepared(row, ca_id or cert_id, {"serial": serial_hex, "request": str(req.id),
-                                            "issuer": str(ca_id) if ca_id else "self-signed"})
+    return row, p.ca_id or p.cert_id, {"serial": serial_hex, "request": str(req.id),
+                                       "issuer": str(p.ca_id) if p.ca_id else "self-signed"}

@@ -44,7 +44,8 @@ class InternalCaIssuer:
               *, backdate: timedelta) -> Signed:
         not_before, not_after = x509_builder.resolve_validity(
             template.validity, now=datetime.now(UTC), backdate=backdate,
-            issuer_not_after=self.ca.certificate.not_valid_after_utc)
+            issuer_not_after=self.ca.certificate.not_valid_after_utc,
+            issuer_not_before=self.ca.certificate.not_valid_before_utc)
         serial = x509_builder.new_serial()
         cert = x509_builder.build_leaf_certificate(
             template=template, public_key=public_key, issuer_cert=self.ca.certificate, issuer_key=self.ca.key,

@@ -8,21 +8,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
-import asyncpg
-
 from shared import tasks as names
 from worker import authorities, issuance, reconciler
 from worker.app import app
 from worker.ca_keys import CaKeyCache
 from worker.runtime import runtime
 
-# InternalClientError: a pooled connection whose server backend was terminated while the worker's loop
-# was idle between tasks reads the FATAL message before it notices the close, and its next query fails
-# with "cannot switch to state ...; another operation is in progress". The connection is dead, not the
-# request: retry on a fresh one.
-TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.SerializationError,
-             asyncpg.DeadlockDetectedError, asyncpg.AdminShutdownError, asyncpg.InternalClientError)
+TRANSIENT = issuance.TRANSIENT_DB
 
 _ca_keys: CaKeyCache | None = None
 

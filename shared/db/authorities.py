@@ -148,3 +148,12 @@ async def reserve_serial(conn: Executor, issuer_id: UUID, serial_number: str) ->
 async def notify(conn: Executor, payload: str) -> None:
     """Wakes long-polling API requests; delivered when the surrounding transaction commits."""
     await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
+
+
+async def lock_active(conn: Executor, ca_ids: list[UUID]) -> set[UUID]:
+    """Inside the signing transaction: the CAs of ``ca_ids`` that are active, share-locked so that a
+    disable (an UPDATE) waits for the certificates being stored, and none is stored after it."""
+    rows = await conn.fetch(
+        "SELECT id FROM certificate_authorities WHERE id = ANY($1::uuid[]) AND status = 'active'"
+        " ORDER BY id FOR SHARE", ca_ids)
+    return {r["id"] for r in rows}

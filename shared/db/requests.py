@@ -260,3 +260,26 @@ async def claim_many(conn: Executor, request_ids: list[UUID], token: UUID, lease
         f" RETURNING {_REQ_COLS}",
         request_ids, token, lease_seconds)
     return [_request(r) for r in rows]
+
+
+async def extend_leases(conn: Executor, request_ids: list[UUID], token: UUID, lease_seconds: float) -> set[UUID]:
+    """The heartbeat of a long chunk: push the lease of every request this claim still holds; returns
+    those ids (a request missing from the answer was taken back, and must not be worked on)."""
+    rows = await conn.fetch(
+        "UPDATE certificate_requests SET lease_expires_at = now() + make_interval(secs => $3)"
+        " WHERE id = ANY($1::uuid[]) AND status = 'processing' AND claim_token = $2 RETURNING id",
+        request_ids, token, lease_seconds)
+    return {r["id"] for r in rows}
+
+
+async def lock_claimed(conn: Executor, request_ids: list[UUID], token: UUID) -> set[UUID]:
+    """Inside the signing transaction: lock the requests this claim still holds. Until the commit no
+    other worker can claim them, expired lease or not, so what is signed after this is what is stored."""
+    rows = await conn.fetch(
+        "SELECT id FROM certificate_requests WHERE id = ANY($1::uuid[]) AND status = 'processing'"
+        " AND claim_token = $2 ORDER BY id FOR UPDATE", request_ids, token)
+    return {r["id"] for r in rows}
+
+
+async def count_certificates(conn: Executor, certificate_ids: list[UUID]) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM certificates WHERE id = ANY($1::uuid[])", certificate_ids))

@@ -94,8 +94,9 @@ async def test_renewal_of_a_certificate_with_a_fixed_window_gets_a_window_of_the
 ) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
     now = datetime.now(UTC).replace(microsecond=0)
-    window = server_key_attributes("window.example.test", notBefore=(now - timedelta(days=5)).isoformat(),
-                                   notAfter=(now + timedelta(days=5)).isoformat())
+    # A window that starts in the future (one cannot start before its CA, which was made just now).
+    window = server_key_attributes("window.example.test", notBefore=(now + timedelta(days=2)).isoformat(),
+                                   notAfter=(now + timedelta(days=12)).isoformat())
     view = await issued(tenant.admin, pki.profile_id, attributes=window)
     old = certificate(view)
 
@@ -104,7 +105,7 @@ async def test_renewal_of_a_certificate_with_a_fixed_window_gets_a_window_of_the
     assert r.status == 201, (r.status, r.body)
     new = certificate(r.body)
     # Not the same window again (it would expire with the certificate it replaces): ten days from now.
-    assert new.not_valid_after_utc - old.not_valid_after_utc > timedelta(days=4)
+    assert old.not_valid_before_utc - new.not_valid_before_utc > timedelta(days=1)
     length = new.not_valid_after_utc - new.not_valid_before_utc
     assert timedelta(days=10) <= length <= timedelta(days=10, hours=1), length
 
