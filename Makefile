@@ -10,4 +10,4 @@ dev:
 
 lint:
 	.venv/bin/ruff check .
-	.venv/bin/mypy shared
+	.venv/bin/mypy

@@ -112,10 +112,8 @@ def _celery(kind: str):  # type: ignore[no-untyped-def]
                 print(f"kms-pki {kind}: refusing to start: {exc}", file=sys.stderr)
                 return 1
         cmd = [sys.executable, "-m", "celery", "-A", "worker.app", kind, *rest]
-        if kind == "worker" and not any(a.startswith(("-Q", "--queues")) for a in rest):
-            from shared.tasks import QUEUE_EXTERNAL, QUEUE_SIGNING
-
-            cmd += ["-Q", f"{QUEUE_SIGNING},{QUEUE_EXTERNAL}"]
+        # No -Q: a worker consumes every queue the service declares (shared.tasks), as a plain
+        # `celery -A worker.app worker` does.
         if kind == "worker" and not any(a.startswith(("-l", "--loglevel")) for a in rest):
             cmd += ["--loglevel", settings.log_level]
         os.execv(sys.executable, cmd)  # noqa: S606  (a fixed argv: this interpreter running Celery)

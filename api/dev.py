@@ -83,7 +83,7 @@ def run_dev(settings: Settings, *, port: int | None = None) -> int:
     env = {**os.environ, "KMS_LOG_FORMAT": "console"}
     children = [
         subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--concurrency", "2",
-                          "-Q", "kms.signing,kms.external", "--loglevel", "INFO"], env=env),
+                          "--loglevel", "INFO"], env=env),
         subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO",
                           "--schedule", str(DEV_DIR / "celerybeat-schedule")], env=env),
     ]

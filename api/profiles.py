@@ -103,10 +103,16 @@ async def update_policy(request: web.Request) -> web.Response:
 @routes.route("DELETE", POLICIES + "/{policyId}", summary="Delete an unused certificate policy", status=204)
 async def delete_policy(request: web.Request) -> web.Response:
     current = await _policy(request, "admin")
+    in_use = Conflict("the policy is used by a certificate profile; change or delete the profile first")
     async with request.app[DB].acquire() as conn, conn.transaction():
-        outcome = await db.delete_policy(conn, current.id, current.project_id)
+        try:
+            outcome = await db.delete_policy(conn, current.id, current.project_id)
+        except asyncpg.ForeignKeyViolationError:
+            raise in_use from None  # a profile naming it was created at the same moment
         if outcome == "in-use":
-            raise Conflict("the policy is used by a certificate profile; change or delete the profile first")
+            raise in_use
+        if outcome == "missing":
+            raise NotFound("no such certificate policy")
         await audit.record(conn, project_id=current.project_id, actor=_actor(request), action="policy.delete",
                            subject_type="policy", subject_id=str(current.id))
     return web.Response(status=204)

@@ -25,7 +25,7 @@ scripts/services.sh
 
 echo "== ruff"
 "$VENV/bin/ruff" check .
-echo "== mypy shared/"
-"$VENV/bin/mypy" shared
+echo "== mypy --strict shared/ api/ worker/ client/"
+"$VENV/bin/mypy"
 echo "== pytest"
 exec "$VENV/bin/pytest" "$@"

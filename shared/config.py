@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = 3600
     db_pool_min: int = 2
     db_pool_max: int = 10
+    # How long a caller waits for a pooled connection before the API answers 503 (a worker retries).
+    db_acquire_timeout_seconds: float = 5.0
     # How far notBefore is set back, so that clocks slightly behind still accept a new certificate.
     backdate_seconds: int = 60
     # How long a worker may hold a claimed request before the reconciler takes it back.

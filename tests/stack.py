@@ -119,12 +119,15 @@ class Stack:
         return url
 
     def start_worker(self, *, name: str = "worker", concurrency: int = 2, extra: list[str] | None = None,
-                     env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+                     env: dict[str, str] | None = None, plain_celery: bool = False) -> subprocess.Popen[bytes]:
+        """A worker started the ways users start one: `kms-pki worker`, or with ``plain_celery`` a bare
+        `celery -A worker.app worker`; neither names queues, so both must consume every queue."""
         node = f"{name}-{secrets.token_hex(3)}@{socket.gethostname()}"
         self.nodes[name] = node
+        command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker"] if plain_celery else \
+            [sys.executable, "-m", "api.cli", "worker"]
         proc = self.spawn(name, [
-            sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel", "INFO",
-            "--concurrency", str(concurrency), "-n", node, "-Q", "kms.signing,kms.external",
+            *command, "--loglevel", "INFO", "--concurrency", str(concurrency), "-n", node,
             "--without-gossip", "--without-mingle", *(extra or []),
         ], env)
         self.wait_worker_ready(name)
@@ -156,8 +159,9 @@ class Stack:
         return self._envs.get(name, self.env)
 
     def start_beat(self, *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """`kms-pki beat`, as users run it."""
         return self.spawn("beat", [
-            sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO",
+            sys.executable, "-m", "api.cli", "beat", "--loglevel", "INFO",
             "--schedule", str(self.dir / "beat-schedule"),
         ], env)
 

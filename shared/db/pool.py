@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import asyncpg
 
@@ -28,13 +29,28 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     rolls back a transaction left open on the connection before this runs."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30, reset=_no_reset,
+# asyncpg ships no type hints, so its Pool is Any to mypy.
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]
+    """A pool whose every acquire (``pool.fetch*`` and ``pool.acquire()`` alike) gives up after a bounded
+    wait with ``TimeoutError``, which the API answers 503 + Retry-After and a worker retries: under
+    saturation a caller is told to come back instead of queueing forever."""
+
+    acquire_timeout: float = 5.0
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, acquire_timeout: float = 5.0
+                      ) -> asyncpg.Pool:
+    pool = BoundedPool(
+        dsn, min_size=min_size, max_size=max_size, max_queries=50000, loop=None, connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record, init=_init_connection, command_timeout=30, reset=_no_reset,
         # A connection that sat unused is recycled, so a restarted server is picked up quietly.
         max_inactive_connection_lifetime=60,
     )
-    assert pool is not None
+    pool.acquire_timeout = acquire_timeout
+    await pool
     return pool
 
 
