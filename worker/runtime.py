@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any, TypeVar
 
 import asyncpg
 
 from shared.config import Settings, get_settings
-from shared.db.pool import create_pool
+from shared.db.pool import create_pool, dedicated
 from shared.keyring import KeyRing, root_key_from
 
 T = TypeVar("T")
@@ -23,7 +24,9 @@ T = TypeVar("T")
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keyring = KeyRing(root_key_from(settings))
+        # New data keys are created on a connection of their own, not from the pool: a pool whose every
+        # connection is in a transaction waiting for that key could never hand one out.
+        self.keyring = KeyRing(root_key_from(settings), connect=partial(dedicated, settings.database_url))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: asyncpg.Pool | None = None
         self._pid = 0
