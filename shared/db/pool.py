@@ -47,9 +47,9 @@ async def connect(dsn: str) -> asyncpg.Connection:
 
 
 @asynccontextmanager
-async def dedicated(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+async def dedicated(dsn: str, *, connect_timeout: float = 60) -> AsyncIterator[asyncpg.Connection]:
     """A connection of its own, outside any pool and any caller's transaction (autocommit), closed after."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, timeout=connect_timeout)
     try:
         yield conn
     finally:
