@@ -28,6 +28,7 @@ from api.notifications import Notifications
 from api.routing import Routes
 from shared.config import Settings
 from shared.db.pool import create_pool
+from shared.errors import ConfigurationError
 from shared.keyring import KeyRing, root_key_from
 from shared.profiles import IssuingContextCache
 
@@ -42,9 +43,14 @@ def create_app(settings: Settings) -> web.Application:
         # Per-route limits are enforced while reading (api.body.read_body); this is the outer bound.
         client_max_size=max(settings.max_body_bytes, settings.max_batch_body_bytes),
     )
+    # CA keys are sealed under the CA root key so that a compromised front end cannot open one
+    # (DESIGN.md 4.4): an API given it would undo that, so it refuses to start, without reading it.
+    if settings.ca_root_key is not None or settings.ca_root_key_file is not None:
+        raise ConfigurationError("KMS_CA_ROOT_KEY / KMS_CA_ROOT_KEY_FILE is set for the API: only workers may "
+                                 "hold the CA root key; remove it from the API's environment")
     app[SETTINGS] = settings
     # The API opens server-generated leaf keys for callers allowed to read them (never CA keys), so it
-    # needs the root key; without one it refuses to start.
+    # needs the root key; without one it refuses to start. Its key ring opens keys only: it never seals.
     app[KEYRING] = KeyRing(root_key_from(settings))
     app[ISSUING_CONTEXTS] = IssuingContextCache()
     app[METRICS] = Metrics()

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     r = admin.add_parser("rotate-root-key", help="re-wrap every project's data key under a new root key")
     r.add_argument("--new-key-file", required=True, type=Path,
                    help="file holding the new root key (base64 of 32 random bytes)")
+    r.add_argument("--ca", action="store_true",
+                   help="rotate the CA root key (KMS_CA_ROOT_KEY / KMS_CA_ROOT_KEY_FILE) instead")
     r.set_defaults(run=_rotate_root_key)
 
     p = sub.add_parser("dev", help="run everything on this machine with a demo project")
@@ -74,11 +77,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _migrate(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
+    """Apply the schema migrations; given the CA root key as well, also re-seal CA keys that predate it
+    (migration 0007's data step, otherwise done by the first worker to start)."""
     from shared.db.migrate import migrate
 
     configure_logging(settings.log_level, settings.log_format)
     applied = asyncio.run(migrate(settings.database_url))
-    print(json.dumps({"applied": applied}))
+    out: dict[str, object] = {"applied": applied}
+    if settings.ca_root_key is not None or settings.ca_root_key_file is not None:
+        # Worker code (the only code that opens CA keys), in a process of its own: never imported here.
+        done = subprocess.run([sys.executable, "-m", "worker.key_migration"], capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr)
+            return 1
+        out.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(json.dumps(out))
     return 0
 
 
@@ -103,11 +116,12 @@ def _serve(args: argparse.Namespace, rest: list[str], settings: Settings) -> int
 def _celery(kind: str):  # type: ignore[no-untyped-def]
     def run(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
         from shared.errors import ConfigurationError
-        from shared.keyring import root_key_from
+        from shared.keyring import ca_root_key_from, root_key_from
 
         if "--help" not in rest and "-h" not in rest:
             try:
                 root_key_from(settings)
+                ca_root_key_from(settings)  # workers seal and open CA keys under it
             except ConfigurationError as exc:
                 print(f"kms-pki {kind}: refusing to start: {exc}", file=sys.stderr)
                 return 1
@@ -145,28 +159,36 @@ def _bootstrap(args: argparse.Namespace, rest: list[str], settings: Settings) ->
 
 def _rotate_root_key(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
     """All data keys move to the new root key in one transaction; then point KMS_ROOT_KEY_FILE at the new
-    file and restart the processes. The old root key decrypts nothing afterwards."""
+    file and restart the processes. The old root key decrypts nothing afterwards. With ``--ca``, the same
+    for the CA root key (KMS_CA_ROOT_KEY_FILE, workers only) and the CA data keys it wraps."""
     import asyncpg
 
-    from shared.envelope import load_root_key
-    from shared.keyring import root_key_from, rotate_root_key
+    from shared.envelope import EnvelopeError, load_root_key
+    from shared.errors import ConfigurationError
+    from shared.keyring import CA_ROOT, ROOT, ca_root_key_from, root_key_from, rotate_root_key
 
-    old = root_key_from(settings)
-    new = load_root_key(None, args.new_key_file)
+    purpose = CA_ROOT if args.ca else ROOT
+    try:
+        old = ca_root_key_from(settings) if args.ca else root_key_from(settings)
+        new = load_root_key(None, args.new_key_file)
+    except ConfigurationError as exc:
+        print(f"kms-pki: {exc}", file=sys.stderr)
+        return 1
     if new == old:
-        print("the new root key is the current one; nothing to do", file=sys.stderr)
+        print(f"the new {purpose.what} is the current one; nothing to do", file=sys.stderr)
+        return 2
+    has_root_key = settings.root_key is not None or settings.root_key_file is not None
+    if args.ca and has_root_key and new == root_key_from(settings):
+        print("the new CA root key must not be the root key: the API holds the root key", file=sys.stderr)
         return 2
 
     async def go() -> int:
         conn = await asyncpg.connect(settings.database_url)
         try:
             async with conn.transaction():
-                return await rotate_root_key(conn, old, new)
+                return await rotate_root_key(conn, old, new, purpose)
         finally:
             await conn.close()
-
-    from shared.envelope import EnvelopeError
-    from shared.errors import ConfigurationError
 
     try:
         count = asyncio.run(go())

@@ -2,7 +2,8 @@
 
 Runs migrations, ensures a demo project with an admin identity, starts a Celery worker and beat as
 child processes, prints credentials and a curl line, then serves the API until interrupted. State
-(demo credentials) lives in ``.kms-dev/`` in the current directory, so a second run reuses it.
+(demo credentials, and the root key and CA root key unless configured) lives in ``.kms-dev/`` in the
+current directory, so a second run reuses it. Only the worker and beat children get the CA root key.
 """
 
 from __future__ import annotations
@@ -57,30 +58,53 @@ def _save(creds: dict[str, Any]) -> None:
     path.chmod(0o600)
 
 
-def _dev_root_key(settings: Settings) -> Settings:
-    """Under `kms-pki dev` only: with no root key configured, generate one into .kms-dev/root.key."""
-    if settings.root_key or settings.root_key_file:
-        return settings
-    path = DEV_DIR / "root.key"
+def _dev_key_file(name: str, what: str, variable: str) -> Path:
+    """A development key in .kms-dev/, generated on first use (dev only; production sets the variable)."""
+    path = DEV_DIR / name
     if not path.exists():
         DEV_DIR.mkdir(mode=0o700, exist_ok=True)
         path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
         path.chmod(0o600)
-        print(f"generated a development root key at {path} (dev only; production must set KMS_ROOT_KEY_FILE)")
-    os.environ["KMS_ROOT_KEY_FILE"] = str(path.resolve())  # for the worker and beat children
-    return settings.model_copy(update={"root_key_file": path.resolve()})
+        print(f"generated a development {what} at {path} (dev only; production must set {variable}_FILE)")
+    return path.resolve()
+
+
+def _dev_root_key(settings: Settings) -> Settings:
+    """Under `kms-pki dev` only: with no root key configured, generate one into .kms-dev/root.key."""
+    if settings.root_key or settings.root_key_file:
+        return settings
+    path = _dev_key_file("root.key", "root key", "KMS_ROOT_KEY")
+    os.environ["KMS_ROOT_KEY_FILE"] = str(path)  # for the worker and beat children
+    return settings.model_copy(update={"root_key_file": path})
+
+
+def _dev_ca_root_key(settings: Settings) -> tuple[Settings, dict[str, str]]:
+    """The API's settings without the CA root key, and the environment of the worker and beat children,
+    which hold it: the configured one, else one generated into .kms-dev/ca-root.key. It goes to the
+    children only; this process serves the API, which must not hold it (DESIGN.md 4.4)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KMS_CA_ROOT_KEY", "KMS_CA_ROOT_KEY_FILE")}
+    if settings.ca_root_key:
+        env["KMS_CA_ROOT_KEY"] = settings.ca_root_key
+    elif settings.ca_root_key_file:
+        env["KMS_CA_ROOT_KEY_FILE"] = str(settings.ca_root_key_file)
+    else:
+        env["KMS_CA_ROOT_KEY_FILE"] = str(_dev_key_file("ca-root.key", "CA root key", "KMS_CA_ROOT_KEY"))
+    for variable in ("KMS_CA_ROOT_KEY", "KMS_CA_ROOT_KEY_FILE"):
+        os.environ.pop(variable, None)
+    return settings.model_copy(update={"ca_root_key": None, "ca_root_key_file": None}), env
 
 
 def run_dev(settings: Settings, *, port: int | None = None) -> int:
     settings = settings.model_copy(update={"log_format": "console"})
     settings = _dev_root_key(settings)
+    settings, child_env = _dev_ca_root_key(settings)
     if port:
         settings = settings.model_copy(update={"api_port": port})
     configure_logging(settings.log_level, "console")
     creds = asyncio.run(_prepare(settings, _load_saved()))
     _save(creds)
 
-    env = {**os.environ, "KMS_LOG_FORMAT": "console"}
+    env = {**child_env, "KMS_LOG_FORMAT": "console"}
     children = [
         subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--concurrency", "2",
                           "--loglevel", "INFO"], env=env),

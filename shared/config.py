@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     # Base64 of 32 bytes, or a file holding it. Required outside dev mode (see shared.envelope).
     root_key: str | None = Field(default=None, repr=False)
     root_key_file: Path | None = None
+    # The signing root key: wraps the data keys that seal CA private keys. Workers only; the API never
+    # reads it, so a compromised front end cannot decrypt a CA key (DESIGN.md 4.4). Same format.
+    ca_root_key: str | None = Field(default=None, repr=False)
+    ca_root_key_file: Path | None = None
     # The API's external base URL, for Location headers; unset, the request's own scheme and host are used.
     public_url: str | None = None
     api_host: str = "127.0.0.1"

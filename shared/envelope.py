@@ -8,6 +8,10 @@ Two layers, both AES-256-GCM:
 - a project's data key encrypts each private key; the associated data binds the ciphertext to its
   table and row, so a ciphertext copied to another row does not decrypt.
 
+CA private keys go through the same two layers under a second root key, the **CA root key**
+(``KMS_CA_ROOT_KEY`` / ``KMS_CA_ROOT_KEY_FILE``, workers only), which wraps each project's separate CA
+data key; that wrapping is also bound to its purpose (``ca-root``).
+
 Blob layout, the same for both layers: ``version (1 byte) || nonce (12 bytes) || ciphertext || tag``.
 The version byte lets the format evolve (another cipher, a key id) while old rows stay readable; it
 is also part of the associated data, so flipping it is detected like any other tampering.
@@ -50,26 +54,28 @@ class EnvelopeError(Exception):
     """
 
 
-def load_root_key(b64: str | None, file: Path | None) -> bytes:
+def load_root_key(b64: str | None, file: Path | None, *, variable: str = "KMS_ROOT_KEY",
+                  what: str = "root key") -> bytes:
     """The 32-byte root key from ``KMS_ROOT_KEY`` (standard base64) or ``KMS_ROOT_KEY_FILE``.
 
     The file holds either the base64 text (a trailing newline is fine) or exactly 32 raw bytes.
     Exactly one source must be given: two could disagree, and guessing which one wins would make a
-    misconfiguration encrypt new keys under a key the operator did not mean.
+    misconfiguration encrypt new keys under a key the operator did not mean. ``variable`` and ``what``
+    name another root key of the same format (the CA root key) in the messages.
     """
     if b64 is not None and file is not None:
-        raise ConfigurationError("set only one of KMS_ROOT_KEY and KMS_ROOT_KEY_FILE, not both")
+        raise ConfigurationError(f"set only one of {variable} and {variable}_FILE, not both")
     if b64 is not None:
-        return _decode_root_key(b64.encode("ascii", errors="replace"), source="KMS_ROOT_KEY")
+        return _decode_root_key(b64.encode("ascii", errors="replace"), source=variable)
     if file is not None:
         try:
             content = file.read_bytes()
         except OSError as exc:
-            raise ConfigurationError(f"KMS_ROOT_KEY_FILE {file} cannot be read: {exc.strerror}") from exc
+            raise ConfigurationError(f"{variable}_FILE {file} cannot be read: {exc.strerror}") from exc
         if len(content) == KEY_BYTES:
             return content
-        return _decode_root_key(content, source=f"KMS_ROOT_KEY_FILE {file}")
-    raise ConfigurationError("no root key: set KMS_ROOT_KEY (base64 of 32 bytes) or KMS_ROOT_KEY_FILE")
+        return _decode_root_key(content, source=f"{variable}_FILE {file}")
+    raise ConfigurationError(f"no {what}: set {variable} (base64 of 32 bytes) or {variable}_FILE")
 
 
 def _decode_root_key(text: bytes, *, source: str) -> bytes:
@@ -114,10 +120,13 @@ def _open(key: bytes, blob: bytes, context: bytes, what: str) -> bytes:
         ) from None
 
 
-def _data_key_context(project_id: str) -> bytes:
+def _data_key_context(project_id: str, purpose: str | None) -> bytes:
     if not project_id:
         raise ValueError("project_id must not be empty")
-    return _DATA_KEY_CONTEXT + b"|" + project_id.encode("utf-8")
+    if purpose is not None and (not purpose or "|" in purpose):
+        raise ValueError(f"invalid data key purpose {purpose!r}")
+    # No purpose: the project's first data key, bound as it was before purposes existed.
+    return _DATA_KEY_CONTEXT + b"|" + project_id.encode("utf-8") + (b"|" + purpose.encode() if purpose else b"")
 
 
 def _row_context(table: str, row_id: str) -> bytes:
@@ -127,17 +136,18 @@ def _row_context(table: str, row_id: str) -> bytes:
     return _PRIVATE_KEY_CONTEXT + b"|" + f"{table}:{row_id}".encode()
 
 
-def wrap_data_key(root_key: bytes, data_key: bytes, *, project_id: str) -> bytes:
-    """The data key encrypted under the root key, bound to ``project_id``."""
+def wrap_data_key(root_key: bytes, data_key: bytes, *, project_id: str, purpose: str | None = None) -> bytes:
+    """The data key encrypted under the root key, bound to ``project_id`` (and ``purpose``, when given:
+    a project's CA data key never unwraps as its other data key, even under the same root key)."""
     _check_key(root_key, "root key")
     _check_key(data_key, "data key")
-    return _seal(root_key, data_key, _data_key_context(project_id))
+    return _seal(root_key, data_key, _data_key_context(project_id, purpose))
 
 
-def unwrap_data_key(root_key: bytes, wrapped: bytes, *, project_id: str) -> bytes:
-    """The project's data key; ``EnvelopeError`` if the root key or the project does not match."""
+def unwrap_data_key(root_key: bytes, wrapped: bytes, *, project_id: str, purpose: str | None = None) -> bytes:
+    """The project's data key; ``EnvelopeError`` if the root key, the project or the purpose does not match."""
     _check_key(root_key, "root key")
-    data_key = _open(root_key, wrapped, _data_key_context(project_id), f"data key of project {project_id}")
+    data_key = _open(root_key, wrapped, _data_key_context(project_id, purpose), f"data key of project {project_id}")
     if len(data_key) != KEY_BYTES:  # authenticated, so only a bug could cause this; still refuse it
         raise EnvelopeError(f"data key of project {project_id} has {len(data_key)} bytes")
     return data_key
@@ -159,7 +169,8 @@ def decrypt_private_key(data_key: bytes, blob: bytes, *, table: str, row_id: str
     return _open(data_key, blob, _row_context(table, row_id), f"private key of {table} {row_id}")
 
 
-def rewrap_data_keys(old_root: bytes, new_root: bytes, wrapped: Mapping[str, bytes]) -> dict[str, bytes]:
+def rewrap_data_keys(old_root: bytes, new_root: bytes, wrapped: Mapping[str, bytes], *,
+                     purpose: str | None = None) -> dict[str, bytes]:
     """Root key rotation: every project's data key (``{project_id: wrapped}``) rewrapped under ``new_root``.
 
     All or nothing: if one key does not unwrap under ``old_root`` it raises ``EnvelopeError`` naming
@@ -169,7 +180,8 @@ def rewrap_data_keys(old_root: bytes, new_root: bytes, wrapped: Mapping[str, byt
     _check_key(new_root, "new root key")
     return {
         project_id: wrap_data_key(
-            new_root, unwrap_data_key(old_root, blob, project_id=project_id), project_id=project_id
+            new_root, unwrap_data_key(old_root, blob, project_id=project_id, purpose=purpose),
+            project_id=project_id, purpose=purpose,
         )
         for project_id, blob in wrapped.items()
     }

@@ -65,6 +65,10 @@ class Stack:
         root_key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
         root_key_file.chmod(0o600)
         self.root_key_file = root_key_file
+        # The CA root key goes to workers and beat only (worker_env), never to the API (DESIGN.md 4.4).
+        self.ca_root_key_file = self.dir / "ca-root.key"
+        self.ca_root_key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        self.ca_root_key_file.chmod(0o600)
         self.env = {
             **os.environ,
             "KMS_DATABASE_URL": self.database_url,
@@ -74,11 +78,17 @@ class Stack:
             "KMS_LOG_FORMAT": "json",
             **(extra_env or {}),
         }
-        self.env.pop("KMS_ROOT_KEY", None)
+        for variable in ("KMS_ROOT_KEY", "KMS_CA_ROOT_KEY", "KMS_CA_ROOT_KEY_FILE"):
+            self.env.pop(variable, None)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._envs: dict[str, dict[str, str]] = {}
         self.nodes: dict[str, str] = {}
         self.api_url = ""
+
+    @property
+    def worker_env(self) -> dict[str, str]:
+        """``env`` plus the CA root key: for worker and beat processes only."""
+        return {**self.env, "KMS_CA_ROOT_KEY_FILE": str(self.ca_root_key_file)}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -129,7 +139,7 @@ class Stack:
         proc = self.spawn(name, [
             *command, "--loglevel", "INFO", "--concurrency", str(concurrency), "-n", node,
             "--without-gossip", "--without-mingle", *(extra or []),
-        ], env)
+        ], {"KMS_CA_ROOT_KEY_FILE": str(self.ca_root_key_file), **(env or {})})
         self.wait_worker_ready(name)
         return proc
 
@@ -163,7 +173,7 @@ class Stack:
         return self.spawn("beat", [
             sys.executable, "-m", "api.cli", "beat", "--loglevel", "INFO",
             "--schedule", str(self.dir / "beat-schedule"),
-        ], env)
+        ], {"KMS_CA_ROOT_KEY_FILE": str(self.ca_root_key_file), **(env or {})})
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.processes.pop(name, None)

@@ -8,13 +8,14 @@ from celery import Celery
 from celery.signals import setup_logging, worker_init
 
 from shared.config import get_settings
-from shared.keyring import root_key_from
+from shared.keyring import ca_root_key_from, root_key_from
 from shared.logging import configure_logging
 from shared.tasks import RECONCILE, celery_config
 
 settings = get_settings()
-# Refuse to start without a root key: a worker that cannot seal keys must not sign anything.
+# Refuse to start without a root key and a CA root key: a worker that cannot seal keys must not sign anything.
 root_key_from(settings)
+ca_root_key_from(settings)
 app = Celery("kms-worker")
 app.conf.update(celery_config(settings.broker_url))
 app.conf.beat_schedule = {
@@ -36,30 +37,29 @@ log = logging.getLogger("kms.worker")
 
 
 @worker_init.connect
-def _verify_root_key(**_: object) -> None:
-    """A worker started with a root key other than the database's refuses to start (ConfigurationError),
-    rather than failing every task. An unreachable database is not fatal here: tasks check again."""
+def _prepare_keys(**_: object) -> None:
+    """A worker started with a root key or CA root key other than the database's refuses to start
+    (ConfigurationError), rather than failing every task; then CA keys sealed before migration 0007 are
+    re-sealed under the CA root key. An unreachable database is not fatal here: tasks do both again."""
     import asyncio
 
     import asyncpg
 
-    from shared.keyring import KeyRing
-
-    async def check() -> None:
-        conn = await asyncpg.connect(settings.database_url, timeout=5)
-        try:
-            await KeyRing(root_key_from(settings)).verify(conn)
-        finally:
-            await conn.close()
-
+    from shared.db.pool import dedicated
     from shared.errors import ConfigurationError
+    from worker.key_migration import key_rings, prepare_keys
+
+    async def prepare() -> None:
+        root, ca = key_rings(settings)
+        async with dedicated(settings.database_url, connect_timeout=5) as conn:
+            await prepare_keys(conn, root, ca)
 
     try:
-        asyncio.run(check())
+        asyncio.run(prepare())
     except ConfigurationError as exc:
         log.critical("refusing to start: %s", exc)
         # SystemExit, not an exception: Celery logs and ignores exceptions raised by signal handlers.
         raise SystemExit(f"kms-pki worker: {exc}") from None
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        log.warning("root key not verified at start (database unreachable); tasks verify it",
+        log.warning("keys not verified at start (database unreachable); tasks verify them",
                     extra={"error": f"{type(exc).__name__}: {exc}"})

@@ -18,7 +18,7 @@ from shared.envelope import EnvelopeError
 from shared.errors import KmsError
 from shared.keys import generate_private_key, private_key_to_der
 from shared.template import Validity
-from worker.ca_keys import CA_TABLE, CaKeyCache
+from worker.ca_keys import CaKeyCache
 from worker.runtime import Runtime
 
 log = logging.getLogger("kms.worker")
@@ -39,7 +39,7 @@ async def create_ca(rt: Runtime, cache: CaKeyCache, ca_id: UUID) -> str:
                 raise _Refused(f"gave up after {attempts - 1} attempts without finishing")
             issuer = None
             if ca.parent_ca_id is not None:
-                issuer = await cache.load(conn, rt.keyring, ca.parent_ca_id)
+                issuer = await cache.load(conn, ca.parent_ca_id)
                 if issuer is None or issuer.authority.status != "active":
                     raise _Refused("the parent CA is not active; it cannot sign")
             now = datetime.now(UTC)
@@ -66,14 +66,15 @@ async def create_ca(rt: Runtime, cache: CaKeyCache, ca_id: UUID) -> str:
             await db.notify(conn, f"ca:{ca_id}")
             log.info("CA creation refused", extra={"ca_id": str(ca_id), "error": message})
             return "failed"
-        sealed = await rt.keyring.seal(conn, ca.project_id, private_key_to_der(key), table=CA_TABLE, row_id=ca_id)
+        # Under the CA root key's data key, which no API process can unwrap (DESIGN.md 4.4).
+        sealed, sealed_by = await cache.seal(conn, ca.project_id, ca_id, private_key_to_der(key))
         serial_hex = format(serial, "x")
         await db.reserve_serial(conn, ca.parent_ca_id or ca_id, serial_hex)
         await db.activate(
             conn, ca_id, serial_number=serial_hex, not_before=not_before, not_after=not_after,
             certificate_pem=x509_builder.to_pem(cert),
             chain_pem=x509_builder.chain_pem(issuer.chain) if issuer else "",
-            encrypted_private_key=sealed,
+            encrypted_private_key=sealed, key_sealed_by=sealed_by,
         )
         # Every signature is audited, in the same transaction as the certificate (DESIGN.md 4.5).
         await audit.record(conn, project_id=ca.project_id, actor="worker", action="certificate.sign",

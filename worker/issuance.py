@@ -188,7 +188,7 @@ async def _prepare(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, req
     if ctx.profile.issuer_type == "ca":
         if ctx.ca is None or ctx.ca_key is None:
             raise PolicyViolation([FieldError("profileId", "the profile's CA has no key yet (still pending?)")])
-        ca = await cache.signing_ca(conn, rt.keyring, ctx.ca, ctx.ca_key)
+        ca = await cache.signing_ca(conn, ctx.ca, ctx.ca_key)
         issuer = InternalCaIssuer(ca)
         issuer_key_algorithm = x509_builder.key_algorithm_of(ca.key)
     else:

@@ -1,4 +1,4 @@
-"""Per-process runtime of a worker: one event loop, one asyncpg pool and one key ring.
+"""Per-process runtime of a worker: one event loop, one asyncpg pool and two key rings (root and CA root).
 
 Celery tasks are synchronous; each pool process runs its async work on a loop of its own, created
 lazily after the fork (a loop or a pool must never cross a fork).
@@ -15,7 +15,7 @@ import asyncpg
 
 from shared.config import Settings, get_settings
 from shared.db.pool import create_pool
-from shared.keyring import KeyRing, root_key_from
+from worker.key_migration import key_rings, prepare_keys
 
 T = TypeVar("T")
 
@@ -23,7 +23,10 @@ T = TypeVar("T")
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keyring = KeyRing(root_key_from(settings))
+        # Leaf keys under the root key; CA keys under the CA root key, which the API never has. New data
+        # keys are created on a connection of their own, not from the pool: a pool whose every connection
+        # is in a transaction waiting for that key could never hand one out.
+        self.keyring, self.ca_keyring = key_rings(settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: asyncpg.Pool | None = None
         self._pid = 0
@@ -40,7 +43,9 @@ class Runtime:
         if self._pool is None:
             pool = await create_pool(self.settings.database_url, min_size=1, max_size=4)
             async with pool.acquire() as conn:
-                await self.keyring.verify(conn)  # ConfigurationError: this worker signs nothing
+                # ConfigurationError: this worker signs nothing. Also re-seals CA keys left from before
+                # migration 0007 (normally done already by the worker's start-up).
+                await prepare_keys(conn, self.keyring, self.ca_keyring)
             self._pool = pool
         return self._pool
 

@@ -22,7 +22,8 @@ _ca_keys: CaKeyCache | None = None
 def ca_keys() -> CaKeyCache:
     global _ca_keys
     if _ca_keys is None:
-        _ca_keys = CaKeyCache(runtime().settings.ca_key_cache_seconds)
+        rt = runtime()
+        _ca_keys = CaKeyCache(rt.ca_keyring, rt.settings.ca_key_cache_seconds)
     return _ca_keys
 
 

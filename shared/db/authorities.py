@@ -34,11 +34,14 @@ class Authority:
     attempts: int
     created_at: datetime
     updated_at: datetime
+    key_sealed_by: str  # which root key's data key seals the CA key: 'ca-root', or 'root' before migration 0007
 
 
 _COLS = ("id, project_id, name, type, parent_ca_id, status, subject, key_algorithm, max_path_length,"
          " ttl_seconds, requested_not_after, serial_number, not_before, not_after, certificate_pem, chain_pem,"
-         " error_message, attempts, created_at, updated_at")
+         " error_message, attempts, created_at, updated_at, key_sealed_by")
+# An arbitrary constant: the advisory lock key that serialises CA-key re-sealers ("kmsseal" in ASCII).
+RESEAL_LOCK_KEY = 0x6B6D737365616C
 
 
 def _authority(row: Any) -> Authority:
@@ -96,13 +99,14 @@ async def lock_pending(conn: Executor, ca_id: UUID) -> Authority | None:
 
 async def activate(
     conn: Executor, ca_id: UUID, *, serial_number: str, not_before: datetime, not_after: datetime,
-    certificate_pem: str, chain_pem: str, encrypted_private_key: bytes,
+    certificate_pem: str, chain_pem: str, encrypted_private_key: bytes, key_sealed_by: str,
 ) -> None:
     await conn.execute(
         "UPDATE certificate_authorities SET status = 'active', serial_number = $2, not_before = $3,"
-        " not_after = $4, certificate_pem = $5, chain_pem = $6, encrypted_private_key = $7,"
+        " not_after = $4, certificate_pem = $5, chain_pem = $6, encrypted_private_key = $7, key_sealed_by = $8,"
         " error_message = NULL, updated_at = now() WHERE id = $1",
-        ca_id, serial_number, not_before, not_after, certificate_pem, chain_pem, encrypted_private_key)
+        ca_id, serial_number, not_before, not_after, certificate_pem, chain_pem, encrypted_private_key,
+        key_sealed_by)
 
 
 async def fail(conn: Executor, ca_id: UUID, message: str) -> None:
@@ -125,6 +129,23 @@ async def signing_material(conn: Executor, ca_id: UUID) -> tuple[Authority, byte
     if row is None or row["encrypted_private_key"] is None:
         return None
     return _authority(row), row["encrypted_private_key"]
+
+
+async def lock_keys_sealed_by(conn: Executor, sealed_by: str) -> list[tuple[UUID, UUID, bytes]]:
+    """(CA id, project id, sealed key) of every CA key sealed under ``sealed_by``'s data key, locked for
+    re-sealing (worker only). The caller holds a transaction; the advisory lock makes a second re-sealer
+    wait for the first, then find nothing left."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", RESEAL_LOCK_KEY)
+    rows = await conn.fetch(
+        "SELECT id, project_id, encrypted_private_key FROM certificate_authorities"
+        " WHERE key_sealed_by = $1 AND encrypted_private_key IS NOT NULL ORDER BY id FOR UPDATE", sealed_by)
+    return [(r["id"], r["project_id"], r["encrypted_private_key"]) for r in rows]
+
+
+async def reseal_key(conn: Executor, ca_id: UUID, encrypted_private_key: bytes, key_sealed_by: str) -> None:
+    await conn.execute(
+        "UPDATE certificate_authorities SET encrypted_private_key = $2, key_sealed_by = $3 WHERE id = $1",
+        ca_id, encrypted_private_key, key_sealed_by)
 
 
 async def stale_pending(conn: Executor, older_than_seconds: float, limit: int = 500) -> list[UUID]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -58,6 +60,16 @@ async def connect(dsn: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn)
     await _init_connection(conn)
     return conn
+
+
+@asynccontextmanager
+async def dedicated(dsn: str, *, connect_timeout: float = 60) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own, outside any pool and any caller's transaction (autocommit), closed after."""
+    conn = await asyncpg.connect(dsn, timeout=connect_timeout)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def ping(pool: asyncpg.Pool) -> None:

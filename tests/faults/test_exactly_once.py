@@ -72,8 +72,9 @@ async def test_worker_killed_with_sigkill_mid_run_leaves_every_request_issued_ex
 
 
 def _runtime(stack: Stack) -> Runtime:
-    """The worker's runtime, in this process, against the stack's database and root key."""
-    return Runtime(Settings(database_url=stack.database_url, root_key=None, root_key_file=stack.root_key_file))
+    """The worker's runtime, in this process, against the stack's database and root keys."""
+    return Runtime(Settings(database_url=stack.database_url, root_key=None, root_key_file=stack.root_key_file,
+                            ca_root_key=None, ca_root_key_file=stack.ca_root_key_file))
 
 
 async def test_the_same_request_issued_twice_at_once_signs_once_and_the_other_run_skips(
@@ -85,7 +86,7 @@ async def test_the_same_request_issued_twice_at_once_signs_once_and_the_other_ru
     # The plain function the Celery task wraps, run twice per request concurrently, as two workers given
     # the same message would.
     rt = _runtime(stack)
-    cache = CaKeyCache(60)
+    cache = CaKeyCache(rt.ca_keyring, 60)
     try:
         outcomes = await asyncio.gather(*(issue(rt, cache, UUID(rid)) for rid in ids for _ in range(2)))
         late = await issue(rt, cache, UUID(ids[0]))  # a third delivery, after the fact
@@ -109,7 +110,7 @@ async def test_requests_in_two_chunks_and_sent_alone_at_the_same_time_are_each_s
     # A chunk message (the API's coalesced doorbell, or the reconciler's re-send) delivered twice, racing
     # the single-request task for each of its requests.
     rt = _runtime(stack)
-    cache = CaKeyCache(60)
+    cache = CaKeyCache(rt.ca_keyring, 60)
     uuids = [UUID(rid) for rid in ids]
     try:
         chunks, singles = await asyncio.gather(

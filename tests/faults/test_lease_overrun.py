@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 
 from tests.batches.batching import BATCHES
-from tests.faults.harness import project_with_pki, wait_all_final
 from tests.faults.harness import fault_stack as new_fault_stack
+from tests.faults.harness import project_with_pki, wait_all_final
 from tests.stack import Stack
 
 pytestmark = pytest.mark.slow

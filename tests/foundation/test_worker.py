@@ -43,14 +43,14 @@ def test_celery_configuration_is_json_only_acks_late_and_keeps_no_results(stack:
         "print(c.task_serializer, sorted(c.accept_content), c.task_acks_late, c.task_reject_on_worker_lost, "
         "c.task_ignore_result, c.result_backend, c.broker_url)"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=stack.env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], env=stack.worker_env, capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
     assert out == ["json", "['json']", "True", "True", "True", "None", stack.broker_url]
 
 
 def test_kms_pki_worker_and_beat_commands_start_celery(stack: Stack) -> None:
     for cmd in (["worker", "--help"], ["beat", "--help"]):
-        out = subprocess.run([sys.executable, "-m", "api.cli", *cmd], env=stack.env, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "api.cli", *cmd], env=stack.worker_env, capture_output=True,
                              text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert "celery" in out.stdout.lower() and "--loglevel" in out.stdout

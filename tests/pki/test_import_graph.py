@@ -2,12 +2,13 @@
 reach the certificate authority (``worker/``), ``shared/`` depends on neither, and CA private keys are
 read and decrypted only by worker code.
 
-How the CA-key checks are meant: a CA's sealed key leaves the database through exactly one query,
-``shared.db.authorities.signing_material`` (the only SQL that selects ``encrypted_private_key`` from
-``certificate_authorities``), and is opened with the key ring bound to the CA table
-(``keyring.open(..., table=CA_TABLE)``). So the tests find, with ``ast``, every reference to that query
+How the CA-key checks are meant: a CA's sealed key leaves the database through the queries in
+``CA_KEY_DOORS`` (``shared.db.authorities.signing_material`` for signing, ``lock_keys_sealed_by`` for the
+re-seal of migration 0007), and is opened with the key ring bound to the CA table
+(``keyring.open(..., table=CA_TABLE)``). So the tests find, with ``ast``, every reference to those queries
 and every ``.open(...)`` call given ``table=CA_TABLE`` or ``table="certificate_authorities"``, and require
 all of them to sit under ``worker/`` (and at least one to exist, so the check cannot pass vacuously).
+(Opening would fail in the API anyway: CA keys are sealed under the CA root key, which it never has.)
 The API may still open *leaf* keys it is allowed to hand out; it just never names the CA table. A name
 alias or ``getattr`` trick could evade a static check; the runtime test that imports the API and finds
 no ``worker`` module loaded backs it up.
@@ -84,6 +85,13 @@ def test_shared_imports_neither_api_nor_worker() -> None:
     assert _imports_of("shared", ("api", "worker")) == []
 
 
+def test_api_never_reads_the_ca_root_key() -> None:
+    """Only workers load the CA root key (DESIGN.md 4.4); the API merely refuses to start when given one."""
+    found = [f"{_relative(p)}:{line}" for p in _python_files("api") for line in _references(p, "ca_root_key_from")]
+    allowed = {"api/cli.py"}  # `kms-pki worker`/`beat` check it before exec'ing Celery; `admin rotate-root-key --ca`
+    assert [f for f in found if f.split(":")[0] not in allowed] == [], found
+
+
 def test_api_process_loads_no_worker_module() -> None:
     code = ("import sys, api.app, api.cli, api.authorities, api.profiles; "
             "print(sorted(m for m in sys.modules if m == 'worker' or m.startswith('worker.')))")
@@ -112,11 +120,16 @@ def _is_ca_table(node: ast.expr) -> bool:
             or (isinstance(node, ast.Constant) and node.value == CA_TABLE_NAME))
 
 
+# The queries that select a CA's sealed key (the re-seal of migration 0007 reads them in bulk).
+CA_KEY_DOORS = ("signing_material", "lock_keys_sealed_by")
+
+
 def test_only_worker_code_reads_a_cas_encrypted_key_from_the_database() -> None:
-    callers = [f"{_relative(p)}:{line}" for p in _everywhere() for line in _references(p, "signing_material")
-               if _relative(p) != "shared/db/authorities.py"]  # where it is defined
-    assert callers, "signing_material is no longer used: update this test to the new door to CA keys"
-    assert [c for c in callers if not c.startswith("worker/")] == [], callers
+    for door in CA_KEY_DOORS:
+        callers = [f"{_relative(p)}:{line}" for p in _everywhere() for line in _references(p, door)
+                   if _relative(p) != "shared/db/authorities.py"]  # where it is defined
+        assert callers, f"{door} is no longer used: update this test to the new door to CA keys"
+        assert [c for c in callers if not c.startswith("worker/")] == [], callers
 
 
 def test_ca_private_keys_are_decrypted_only_in_worker() -> None:
