@@ -92,9 +92,14 @@ def _alt_name_value(kind: str, value: str) -> str:
         return _dns_name(value, wildcard=True)
     if kind == "ip_address":
         try:
-            return str(ipaddress.ip_address(value))
+            address = ipaddress.ip_address(value)
         except ValueError:
             raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            # The certificate would hold the bare address (the zone is dropped on encoding) while the
+            # policy saw the zone too: refuse what cannot be represented rather than drop it.
+            raise ValueError(f"{value!r} has an IPv6 zone index ('%...'), which a certificate cannot carry")
+        return str(address)
     if kind == "email":
         local, at, domain = value.partition("@")
         if not at or not local or "@" in domain or len(value) > 255 or not value.isascii() or " " in local:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import Field, ValidationError
 
@@ -98,14 +100,124 @@ def _load_csr(csr_pem: str) -> x509.CertificateSigningRequest:
                          [FieldError("csr", "not PKCS#10")]) from None
 
 
+# -- weak keys (Boulder's goodkey, CA/B Forum Baseline Requirements 6.1.1.3 and 6.1.6) ------------
+
+# BR 6.1.6: the public exponent is odd, and SHOULD lie in [2^16 + 1, 2^256 - 1]; both bounds are
+# enforced. (Boulder goes further and takes only 65537; any exponent here is as safe, just rarer.)
+_MIN_RSA_EXPONENT: Final = 2**16 + 1
+_MAX_RSA_EXPONENT: Final = 2**256 - 1
+
+
+def _primes_up_to(limit: int) -> list[int]:
+    sieve = bytearray([1]) * (limit + 1)
+    sieve[:2] = b"\x00\x00"[: limit + 1]
+    for p in range(2, math.isqrt(limit) + 1):
+        if sieve[p]:
+            sieve[p * p::p] = bytes(len(range(p * p, limit + 1, p)))
+    return [n for n in range(limit + 1) if sieve[n]]
+
+
+# BR 6.1.6: the modulus SHOULD have no factor below 752 (so it is also odd).
+_SMALL_PRIMES: Final = tuple(_primes_up_to(751))
+_SMALL_PRIMES_PRODUCT: Final = math.prod(_SMALL_PRIMES)
+# OpenSSL's OPENSSL_RSA_MAX_MODULUS_BITS: it verifies no signature of a larger key in any case.
+_MAX_RSA_BITS: Final = 16384
+# BR 6.1.1.3 asks for at least 100 rounds of Fermat factorisation; Boulder runs 110.
+FERMAT_ROUNDS: Final = 110
+
+
+def _integer_root(n: int, k: int) -> int:
+    """floor(n ** (1 / k)) for n >= 1 and k >= 2, by Newton's method on integers.
+
+    Floats cannot hold a modulus, but log2 of one they can, to about 15 digits: that gives a start
+    with some 35 correct bits, just above the root, from where Newton's step (which never undershoots
+    the floor of the root) converges in a few quadratic steps.
+    """
+    top = max(0, n.bit_length() - 64)
+    exponent = (top + math.log2(n >> top)) / k
+    whole = math.floor(exponent)
+    mantissa = int(2 ** (exponent - whole) * 2**52)
+    x = mantissa << (whole - 52) if whole >= 52 else mantissa >> (52 - whole)
+    x += (x >> 30) + 2  # over the root, whatever the rounding
+    while True:
+        y = ((k - 1) * x + n // x ** (k - 1)) // k
+        if y >= x:
+            return x
+        x = y
+
+
+def _fermat_factor(n: int, rounds: int) -> tuple[int, int] | None:
+    """Factors p <= q of odd ``n`` with (p + q) / 2 within ``rounds`` steps of sqrt(n), else None.
+
+    n = a^2 - b^2 = (a - b)(a + b): try a from ceil(sqrt(n)) up and look for a square a^2 - n. Primes
+    picked independently at random are never this close; primes that are can be found by anyone.
+    Starting at the ceiling (not floor + 1, as Boulder does) also catches n = p^2.
+    """
+    a = math.isqrt(n)
+    if a * a < n:
+        a += 1
+    for _ in range(rounds):
+        b2 = a * a - n
+        b = math.isqrt(b2)
+        if b * b == b2:
+            return a - b, a + b
+        a += 1
+    return None
+
+
+def rsa_key_weakness(numbers: rsa.RSAPublicNumbers) -> str | None:
+    """Why an RSA public key must be refused although its size is acceptable, or None.
+
+    Pure arithmetic on the public numbers, so it applies to any RSA key the service accepts. Checks:
+    at most ``_MAX_RSA_BITS`` (the 2048-bit floor is ``keys.algorithm_of_public_key``'s), the
+    exponent (odd, within BR 6.1.6's range), a factor below 752 (even moduli included), a modulus that
+    is a perfect power (p^k, k >= 2: not a product of distinct primes, and factored by a k-th root),
+    and primes close enough together for ``FERMAT_ROUNDS`` rounds of Fermat factorisation to find.
+    """
+    e, n = numbers.e, numbers.n
+    if n.bit_length() > _MAX_RSA_BITS:
+        # Checked first: the checks below, like any RSA operation, grow with the modulus.
+        return (f"RSA modulus of {n.bit_length()} bits is refused: at most {_MAX_RSA_BITS} bits are accepted "
+                "(OpenSSL's own limit for RSA operations)")
+    if e % 2 == 0 or not _MIN_RSA_EXPONENT <= e <= _MAX_RSA_EXPONENT:
+        shown = e if e.bit_length() <= 64 else f"of {e.bit_length()} bits"
+        return (f"RSA public exponent {shown} is refused: it must be odd and between 65537 (2^16 + 1) and "
+                "2^256 - 1 (CA/B Forum Baseline Requirements 6.1.6)")
+    if math.gcd(n, _SMALL_PRIMES_PRODUCT) != 1:
+        prime = next(p for p in _SMALL_PRIMES if n % p == 0)
+        return f"RSA modulus is divisible by {prime}: a modulus with a factor below 752 is broken"
+    # A k-th power is a p-th power for each prime p dividing k, so prime k suffice; every prime
+    # factor is now above 751 > 2^9, so k <= bits / 9.
+    for k in _primes_up_to(n.bit_length() // 9):
+        if _integer_root(n, k) ** k == n:
+            return f"RSA modulus is a perfect power (r^{k} for an integer r), not a product of distinct primes"
+    if _fermat_factor(n, FERMAT_ROUNDS) is not None:
+        return (f"RSA modulus factors by Fermat's method within {FERMAT_ROUNDS} rounds: its primes are so "
+                "close together that anyone can recover the private key")
+    return None
+
+
+def _refuse_weak_key(public_key: object) -> None:
+    """BadRequest naming the ``csr`` field if the CSR's key is known to be weak.
+
+    EC points need no check here: ``cryptography`` refuses a point that is not on its curve when the
+    key is loaded, so such a CSR already fails as "public key cannot be loaded".
+    """
+    if isinstance(public_key, rsa.RSAPublicKey):
+        weakness = rsa_key_weakness(public_key.public_numbers())
+        if weakness is not None:
+            raise BadRequest(f"CSR public key is weak: {weakness}", [FieldError("csr", weakness)])
+
+
 def read_csr(csr_pem: str) -> CsrRequest:
     """Parse and verify a PEM CSR and collect what it asks for; BadRequest naming any problem.
 
-    The key must be one the service accepts (``keys.algorithm_of_public_key``) and the CSR's signature
-    must verify with it: that is the proof that the requester holds the private key. Only CN, O, OU,
-    C, ST and L subject attributes and DNS/IP/email/URI alt names can be represented, so anything else
-    is refused rather than silently dropped. Requested extensions other than SAN, key usage, EKU and
-    basic constraints are ignored: the certificate's extensions are decided by the service.
+    The key must be one the service accepts (``keys.algorithm_of_public_key``), not a known weak one
+    (``rsa_key_weakness``), and the CSR's signature must verify with it: that is the proof that the
+    requester holds the private key. Only CN, O, OU, C, ST and L subject attributes and DNS/IP/email/URI
+    alt names can be represented, so anything else is refused rather than silently dropped. Requested
+    extensions other than SAN, key usage, EKU and basic constraints are ignored: the certificate's
+    extensions are decided by the service.
     """
     csr = _load_csr(csr_pem)
     try:
@@ -117,6 +229,7 @@ def read_csr(csr_pem: str) -> CsrRequest:
         key_algorithm = algorithm_of_public_key(public_key)
     except BadRequest as exc:
         raise BadRequest(exc.detail, [FieldError("csr", exc.detail)]) from None
+    _refuse_weak_key(public_key)
     try:
         signature_valid = csr.is_signature_valid
     except (ValueError, UnsupportedAlgorithm):

@@ -15,16 +15,55 @@ Key usages and extended key usages follow the same allowed/required/denied logic
 policy leaves a section out, the choices are: no ``keyUsages`` / ``extendedKeyUsages`` rule means any
 usage, empty algorithm lists mean any algorithm, no ``validity`` means no maximum beyond the issuer's
 own lifetime, and no ``basicConstraints`` means CA certificates are denied.
+
+How values are compared (DESIGN.md 5.4):
+
+- ``*`` in a pattern matches any run of characters, dots included, and the pattern is anchored at both
+  ends. No other character is special.
+- Common names, DNS names and e-mail addresses are compared case-insensitively (the whole address:
+  mail systems treat local parts that way in practice, and a denial must not be dodged by
+  ``Admin@`` against ``admin@``). A name is also compared without its trailing dots, the form DNS
+  treats as the same name; a value matches when any of its forms does, for allowed and denied alike.
+  Other subject attributes and URIs are compared exactly.
+- A **wildcard** value is a request for every name it covers. A DNS name or a common name with a
+  ``*`` in it is one (a DNS alt name may hold it only as the whole leftmost label): a ``*`` that is
+  a whole label stands for any non-empty run of characters without a dot, one inside a label
+  (``f*.example.com``, which some clients honour in a common name) for any such run, empty
+  included. A denied pattern that matches *any* covered name rejects the value, decided exactly by
+  ``pattern_matches_a_covered_name`` (no sampling). The covered labels are deliberately wider than
+  LDH labels (any character but a dot), and a ``*`` in a common name counts wherever it stands:
+  a denial errs toward refusing. Allowed and required patterns are matched against the value as
+  written, so ``allowed: ["*.example.com"]`` admits ``*.example.com``.
+- ``allowWildcards`` (on ``dns_name`` and ``common_name`` rules; default ``true``, so policies
+  written before it keep working) set to ``false`` rejects any value with a ``*`` in it.
+- IP addresses match a CIDR network (``10.0.0.0/8``), an address, or a ``*`` pattern over the
+  address's text. An IPv6 address that embeds an IPv4 one, IPv4-mapped (``::ffff:10.0.0.1``) or the
+  deprecated IPv4-compatible form (``::10.0.0.1``), is also matched as that IPv4 address, and a
+  network inside ``::ffff:0:0/96`` also as its IPv4 network, so ``denied: ["10.0.0.0/8"]`` refuses
+  ``::ffff:10.0.0.1``. Patterns that are none of the three are refused when the policy is saved;
+  should one reach the matcher anyway, a denied pattern that cannot be read rejects every value
+  (the matcher never fails open) and an allowed one admits none.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, Generic, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from shared.errors import FieldError
@@ -71,15 +110,74 @@ def _check_patterns(patterns: list[str]) -> list[str]:
     return patterns
 
 
+# The types whose values can hold a wildcard label, and so the types ``allowWildcards`` applies to.
+_WILDCARD_TYPES: Final = ("dns_name", "common_name")
+# What a ``*`` pattern for IP addresses may hold besides the star: the characters of address text.
+_IP_GLOB: Final = re.compile(r"[0-9a-fA-F.:*]+")
+
+
+def _ip_pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be an ip_address pattern, or None when it can."""
+    if "%" in pattern:
+        return f"pattern {pattern!r} has an IPv6 zone index, which a certificate cannot carry"
+    if "/" in pattern:
+        try:
+            ipaddress.ip_network(pattern, strict=False)
+        except ValueError as exc:
+            return f"pattern {pattern!r} is not a CIDR network such as 10.0.0.0/8: {exc}"
+        return None
+    if "*" in pattern:
+        if not _IP_GLOB.fullmatch(pattern):
+            return f"pattern {pattern!r} may hold only address characters (0-9, a-f, '.', ':') and '*'"
+        return None
+    try:
+        ipaddress.ip_address(pattern)
+    except ValueError:
+        return (f"pattern {pattern!r} is not an IP address, a CIDR network (10.0.0.0/8) or a '*' pattern "
+                "of address characters")
+    return None
+
+
 class PatternRule(PolicyModel):
-    """Patterns for one subject attribute or one SAN type (``*`` matches any run of characters)."""
+    """Patterns for one subject attribute or one SAN type (``*`` matches any run of characters).
+
+    ``allow_wildcards`` (``allowWildcards``) is an extension to the upstream rule: left out of the
+    JSON when it was not given, so upstream clients read the rules they wrote.
+    """
 
     type: SubjectType | SanType
     allowed: list[str] = Field(default_factory=list)
     required: list[str] = Field(default_factory=list)
     denied: list[str] = Field(default_factory=list)
+    allow_wildcards: bool = True
 
     _validate_patterns = field_validator("allowed", "required", "denied")(_check_patterns)
+
+    @field_validator("allowed", "required", "denied")
+    @classmethod
+    def _ip_patterns_parse(cls, patterns: list[str], info: ValidationInfo) -> list[str]:
+        # An unreadable CIDR used to match nothing, so a denial written with a typo let everything
+        # through: refuse it here, where the author can still fix it.
+        if info.data.get("type") == "ip_address":
+            problems = [problem for problem in map(_ip_pattern_problem, patterns) if problem]
+            if problems:
+                raise ValueError("; ".join(problems))
+        return patterns
+
+    @model_validator(mode="after")
+    def _wildcards_only_where_they_mean_something(self) -> PatternRule:
+        if not self.allow_wildcards and self.type not in _WILDCARD_TYPES:
+            raise ValueError(f"allowWildcards applies to {' and '.join(_WILDCARD_TYPES)} rules only, "
+                             f"not to {self.type}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_allow_wildcards(self, handler: SerializerFunctionWrapHandler,
+                                    info: SerializationInfo) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if "allow_wildcards" not in self.model_fields_set:
+            data.pop("allowWildcards" if info.by_alias else "allow_wildcards", None)
+        return data
 
 
 U = TypeVar("U", KeyUsageName, ExtendedKeyUsageName)
@@ -222,14 +320,168 @@ def match_pattern(pattern: str, value: str, *, ignore_case: bool = False) -> boo
     return all(c == "*" for c in pattern[p:])
 
 
-def _matches(san_or_subject_type: str, pattern: str, value: str) -> bool:
-    """Pattern matching for one type: DNS names and emails case-insensitively; IPs also by CIDR."""
-    if san_or_subject_type == "ip_address" and "/" in pattern:
-        try:
-            return ipaddress.ip_address(value) in ipaddress.ip_network(pattern, strict=False)
-        except ValueError:
+# -- how values are compared (the module docstring states the rules) ---------------------------------
+
+# Types compared case-insensitively and without trailing dots (DESIGN.md 5.4).
+_NAME_TYPES: Final = ("common_name", "dns_name", "email")
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_IPV4_MAPPED: Final = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _forms(kind: str, value: str) -> tuple[str, ...]:
+    """The spellings of ``value`` that name the same thing, in the case its patterns are compared in."""
+    if kind not in _NAME_TYPES:
+        return (value,)
+    lowered = value.lower()
+    bare = lowered.rstrip(".")
+    return (lowered, bare) if bare and bare != lowered else (lowered,)
+
+
+def _is_wildcard(kind: str, value: str) -> bool:
+    return kind in _WILDCARD_TYPES and "*" in value
+
+
+# Tokens of a wildcard value besides its literal characters: exactly one character that is not a dot,
+# and any run (empty included) of characters that are not dots.
+_ONE: Final = 0
+_RUN: Final = 1
+
+
+def _wildcard_tokens(wildcard: str) -> list[str | int]:
+    tokens: list[str | int] = []
+    for index, label in enumerate(wildcard.split(".")):
+        if index:
+            tokens.append(".")
+        if label == "*":
+            tokens += [_ONE, _RUN]  # a whole-label star never stands for an empty label
+        else:
+            tokens += [_RUN if char == "*" else char for char in label]
+    return tokens
+
+
+def pattern_matches_a_covered_name(pattern: str, wildcard: str) -> bool:
+    """Whether ``pattern`` matches at least one name that ``wildcard`` covers; exact, not sampled.
+
+    In ``wildcard`` a ``*`` that is a whole label stands for any non-empty run of characters other
+    than a dot, a ``*`` inside a label for any such run (empty included); every other character is
+    itself. In ``pattern`` a ``*`` is any run of characters, dots included (``match_pattern``). Both
+    describe regular languages; the answer is whether they intersect. The walk is over the product of
+    the two: a position ``i`` in the pattern and a position ``j`` in the wildcard's tokens, where
+    every step moves ``i`` or ``j`` forward, never back. So one pass over the pattern suffices, with
+    ``row`` holding, as bits, every ``j`` reachable having matched ``pattern[:i]``: O(len(pattern))
+    operations on integers of len(wildcard) bits. Case is compared as given: callers lower both.
+    A wildcard without a ``*`` covers only itself, and then this is ``match_pattern``.
+    """
+    tokens = _wildcard_tokens(wildcard)
+    end = len(tokens)
+    runs = [j for j, token in enumerate(tokens) if token == _RUN]
+    run_bits = sum(1 << j for j in runs)
+    one_bits = sum(1 << j for j, token in enumerate(tokens) if token == _ONE)
+    literal_bits: dict[str, int] = {}
+    for j, token in enumerate(tokens):
+        if isinstance(token, str):
+            literal_bits[token] = literal_bits.get(token, 0) | 1 << j
+    every_position = (1 << (end + 1)) - 1
+
+    def after_ending_runs(row: int) -> int:
+        # A run may stop at once (match nothing more): j -> j + 1 at no cost. Ascending order, so a
+        # run that ends lets the next token, if it is a run too, end as well.
+        for j in runs:
+            if row >> j & 1:
+                row |= 1 << (j + 1)
+        return row
+
+    row = 1  # nothing read: only wildcard position 0
+    for char in pattern:
+        if char == "*":
+            # The pattern's star may absorb any tokens (a literal, one character, the text of a run):
+            # every position from the first one reached on. It may then stop, so the row carries on.
+            row |= every_position & ~((row & -row) - 1)
+        else:
+            row = after_ending_runs(row)
+            not_dot = char != "."
+            absorbed = row & run_bits if not_dot else 0  # a run takes the character and goes on
+            stepped = row & (literal_bits.get(char, 0) | (one_bits if not_dot else 0))
+            row = stepped << 1 | absorbed
+        if not row:
             return False
-    return match_pattern(pattern, value, ignore_case=san_or_subject_type in ("dns_name", "email"))
+    return bool(after_ending_runs(row) >> end & 1)
+
+
+def _text_admits(kind: str, pattern: str, value: str, *, covered: bool) -> bool:
+    """Whether ``pattern`` matches ``value`` (``covered``: some name that the wildcard value covers)."""
+    if kind in _NAME_TYPES:
+        pattern = pattern.lower()
+    if covered:
+        return any(pattern_matches_a_covered_name(pattern, form) for form in _forms(kind, value))
+    return any(match_pattern(pattern, form) for form in _forms(kind, value))
+
+
+def _ip_forms(value: str) -> list[IpAddress]:
+    """``value`` and, for an IPv6 address that embeds an IPv4 one, that IPv4 address; [] if no address."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return []
+    if isinstance(address, ipaddress.IPv4Address):
+        return [address]
+    address = ipaddress.IPv6Address(int(address))  # without any zone index
+    embedded = address.ipv4_mapped
+    if embedded is None and int(address) >> 32 == 0 and int(address) > 1:
+        # IPv4-compatible ::a.b.c.d (RFC 4291 2.5.5.1, deprecated); :: and ::1 are not IPv4 addresses.
+        embedded = ipaddress.IPv4Address(int(address))
+    return [address] if embedded is None else [address, embedded]
+
+
+def _network_forms(network: IpNetwork) -> list[IpNetwork]:
+    """``network`` and, for one inside ``::ffff:0:0/96``, the IPv4 network it maps."""
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        mapped = ipaddress.IPv4Network((int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96))
+        return [network, mapped]
+    return [network]
+
+
+def _ip_admits(pattern: str, value: str) -> bool | None:
+    """Whether the address ``value`` matches ``pattern`` in any of its forms; None: unreadable pattern."""
+    forms = _ip_forms(value)
+    if "*" in pattern and "/" not in pattern:
+        texts = {text for address in forms for text in (str(address), address.exploded)}
+        return any(match_pattern(pattern, text, ignore_case=True) for text in texts)
+    if "%" in pattern:
+        return None
+    try:
+        network = ipaddress.ip_network(pattern, strict=False)  # an address reads as a /32 or /128
+    except ValueError:
+        return None
+    return any(address in net for address in forms for net in _network_forms(network)
+               if address.version == net.version)
+
+
+def _admits(kind: str, pattern: str, value: str) -> bool:
+    """Whether an allowed or required ``pattern`` admits ``value`` (as written, even a wildcard)."""
+    if kind == "ip_address":
+        return _ip_admits(pattern, value) is True  # an unreadable pattern admits nothing
+    return _text_admits(kind, pattern, value, covered=False)
+
+
+def _denial(kind: str, rule: PatternRule, value: str) -> str | None:
+    """Why a denied pattern of ``rule`` rejects ``value``, or None if none does."""
+    wildcard = _is_wildcard(kind, value)
+    for pattern in rule.denied:
+        if kind == "ip_address":
+            hit = _ip_admits(pattern, value)
+            if hit is None:
+                # Saving refuses such a pattern; if one is stored anyway, refusing is the safe reading.
+                return f"denied pattern {pattern!r} cannot be read as an IP pattern, so every address is refused"
+            if hit:
+                return f"matches denied pattern {pattern!r}"
+        elif _text_admits(kind, pattern, value, covered=wildcard):
+            if wildcard:
+                return f"is a wildcard covering names that match denied pattern {pattern!r}"
+            return f"matches denied pattern {pattern!r}"
+    return None
 
 
 def _listing(patterns: Iterable[str]) -> str:
@@ -246,14 +498,21 @@ def _check_values(
             errors.append(FieldError(field, f"{kind} {value!r} is not allowed: the policy has no rule for "
                                             f"{kind}"))
             continue
-        denied = next((d for d in rule.denied if _matches(kind, d, value)), None)
-        if denied is not None:
-            errors.append(FieldError(field, f"{kind} {value!r} matches denied pattern {denied!r}"))
-        elif not any(_matches(kind, p, value) for p in [*rule.allowed, *rule.required]):
+        if kind == "ip_address" and not _ip_forms(value):
+            errors.append(FieldError(field, f"ip_address {value!r} is not an IP address"))
+            continue
+        if not rule.allow_wildcards and _is_wildcard(kind, value):
+            errors.append(FieldError(field, f"{kind} {value!r} is a wildcard, and the policy allows none for "
+                                            f"{kind} (allowWildcards: false)"))
+            continue
+        denial = _denial(kind, rule, value)
+        if denial is not None:
+            errors.append(FieldError(field, f"{kind} {value!r} {denial}"))
+        elif not any(_admits(kind, p, value) for p in [*rule.allowed, *rule.required]):
             errors.append(FieldError(field, f"{kind} {value!r} matches no allowed pattern "
                                             f"(allowed: {_listing([*rule.allowed, *rule.required])})"))
     for pattern in rule.required if rule else []:
-        if not any(_matches(kind, pattern, value) for _, value in values):
+        if not any(_admits(kind, pattern, value) for _, value in values):
             errors.append(FieldError(required_field, f"{kind} matching required pattern {pattern!r} is "
                                                      "missing"))
     return errors
