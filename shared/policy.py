@@ -93,6 +93,8 @@ SUBJECT_FIELDS: Final[dict[str, str]] = {t: to_camel(t) for t in SUBJECT_TYPES}
 # Bounds that keep a stored policy, and the cost of checking it, small.
 _MAX_PATTERNS: Final = 100
 _MAX_PATTERN_LENGTH: Final = 1024
+# Validation context for policies read back from the database (``model_validate(..., context=STORED)``).
+STORED: Final = {"stored": True}
 
 
 class PolicyModel(BaseModel):
@@ -158,7 +160,8 @@ class PatternRule(PolicyModel):
     def _ip_patterns_parse(cls, patterns: list[str], info: ValidationInfo) -> list[str]:
         # An unreadable CIDR used to match nothing, so a denial written with a typo let everything
         # through: refuse it here, where the author can still fix it.
-        if info.data.get("type") == "ip_address":
+        # A policy saved before this check is read back as it is (the matcher fails closed on it).
+        if info.data.get("type") == "ip_address" and not (info.context or {}).get("stored"):
             problems = [problem for problem in map(_ip_pattern_problem, patterns) if problem]
             if problems:
                 raise ValueError("; ".join(problems))

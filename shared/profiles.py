@@ -16,7 +16,7 @@ from shared.db import authorities as ca_db
 from shared.db import policies as db
 from shared.db.policies import PolicyRow, ProfileRow
 from shared.errors import BadRequest, Conflict, FieldError, NotFound
-from shared.policy import PolicyRules
+from shared.policy import STORED, PolicyRules
 
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
@@ -47,7 +47,7 @@ class PolicyView(PolicyRules):
     def of(cls, row: PolicyRow) -> PolicyView:
         return cls.model_validate({**row.rules, "id": row.id, "projectId": row.project_id, "name": row.name,
                                    "description": row.description, "createdAt": row.created_at,
-                                   "updatedAt": row.updated_at})
+                                   "updatedAt": row.updated_at}, context=STORED)
 
 
 class PolicyList(CamelModel):
@@ -148,7 +148,7 @@ class IssuingContext:
 
     def __init__(self, rows: db.IssuingRows) -> None:
         self.profile = rows.profile
-        self.rules = PolicyRules.model_validate(rows.policy.rules)
+        self.rules = PolicyRules.model_validate(rows.policy.rules, context=STORED)
         self.defaults = ProfileDefaults.model_validate(rows.profile.defaults)
         self.ca = rows.ca
         self.ca_status: str | None = rows.ca.status if rows.ca is not None else None

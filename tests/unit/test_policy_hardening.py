@@ -348,3 +348,13 @@ def test_unreadable_allowed_cidr_that_reached_the_matcher_admits_nothing() -> No
 def test_ipv6_alt_name_with_a_zone_index_is_refused() -> None:
     with pytest.raises(ValidationError, match="zone index"):
         AltNameInput(type="ip_address", value="fe80::1%eth0")
+
+
+def test_policy_stored_before_cidr_validation_still_loads_and_fails_closed() -> None:
+    from shared.policy import STORED, PolicyRules
+
+    rules = PolicyRules.model_validate(
+        {"sans": [{"type": "ip_address", "allowed": ["*"], "denied": ["10.0.0.0/33"]}]}, context=STORED)
+    assert rules.sans[0].denied == ["10.0.0.0/33"]
+    with pytest.raises(ValueError):
+        PolicyRules.model_validate({"sans": [{"type": "ip_address", "allowed": ["*"], "denied": ["10.0.0.0/33"]}]})
