@@ -30,10 +30,9 @@ import pytest
 
 from api.app import ROUTE_TABLES, create_app
 from api.context import ENDPOINTS
-from shared import access
 from shared.config import Settings
-from shared.db.pool import create_pool
-from tests.api_client import ApiClient, login
+from tests.api_client import ApiClient, assert_problem, login
+from tests.conftest import bootstrap
 from tests.pki_setup import CA, ISSUE, OPEN_POLICY, POLICIES, PROFILES, REQUESTS, make_pki
 from tests.stack import Stack
 
@@ -219,14 +218,13 @@ def expected_statuses(expect: Expect, caller: str) -> tuple[int, ...]:
 
 
 async def _project(stack: Stack, http: ApiClient, name: str) -> tuple[str, Caller, ApiClient]:
-    """A new project and its logged-in admin (bootstrapped in-process, as the ``make_tenant`` fixture does)."""
-    pool = await create_pool(stack.database_url, min_size=1, max_size=1)
-    try:
-        project_id, new = await access.bootstrap(pool, name)
-    finally:
-        await pool.close()
-    token = await login(http, new.identity.client_id, new.client_secret)
-    return str(project_id), Caller(token, str(new.identity.id)), http.with_token(token)
+    """A new project (``kms-pki admin bootstrap``) and its logged-in admin."""
+    creds = bootstrap(stack, name)
+    admin = http.with_token(await login(http, creds["clientId"], creds["clientSecret"]))
+    listed = await admin.get(identities(creds["projectId"]))
+    assert listed.status == 200, listed.body
+    [identity_id] = [i["identityId"] for i in listed.body["items"] if i["clientId"] == creds["clientId"]]
+    return creds["projectId"], Caller(admin.token, identity_id), admin
 
 
 async def _until(fetch: Callable[[], Awaitable[dict[str, Any]]], done: Callable[[dict[str, Any]], bool],
@@ -341,7 +339,7 @@ async def test_route_answers_each_caller_as_its_role_and_project_allow(
     wanted = expected_statuses(expect, caller)
     assert r.status in wanted, (caller, route, call.path, r.status, r.body)
     if r.status >= 400:
-        assert r.is_problem(), (caller, route, r.body)
+        assert_problem(r, wanted)
     text = r.body if isinstance(r.body, str) else json.dumps(r.body)
     if caller in KEY_ROLES and expect.key:
         assert PEM_KEY_MARKER in text, (caller, route, "the server-generated key is missing")
