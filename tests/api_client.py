@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,16 @@ class Reply:
     def is_problem(self) -> bool:
         return (self.content_type == "application/problem+json" and isinstance(self.body, dict)
                 and {"type", "title", "status", "detail"} <= set(self.body) and self.body["status"] == self.status)
+
+
+def assert_problem(r: Reply, status: int | Collection[int]) -> None:
+    """A clear problem+json answer with the status (or one of the statuses) given: it names its request
+    id, as the X-Request-Id header does, and shows no traceback."""
+    wanted = {status} if isinstance(status, int) else set(status)
+    assert r.status in wanted, (r.status, r.body)
+    assert r.is_problem(), (r.content_type, r.body)
+    assert r.body["requestId"] == r.headers["X-Request-Id"]
+    assert "Traceback" not in str(r.body)
 
 
 class ApiClient:

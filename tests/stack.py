@@ -8,6 +8,7 @@ import asyncio
 import base64
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from shared.db.migrate import drop_database, migrate
+from tests.redis_leases import DbLeases
 
 PG_BASE = os.environ.get("KMS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_BASE = os.environ.get("KMS_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -25,27 +27,15 @@ REDIS_BASE = os.environ.get("KMS_TEST_REDIS", "redis://127.0.0.1:6379")
 
 # Redis database numbers 2-15 are leased to stacks (0 is the dev default, 1 holds the leases), so stacks
 # running at the same time (parallel test runs, a benchmark beside the tests) never share a queue.
-_LEASE_KEY = "kms-test:redis-db:{}"
+LEASES = DbLeases(f"{REDIS_BASE}/1")
 
 
 def _lease_redis_db(owner: str) -> int:
-    import redis
-
-    leases = redis.Redis.from_url(f"{REDIS_BASE}/1")
-    for _ in range(600):
-        for n in range(2, 16):
-            if leases.set(_LEASE_KEY.format(n), owner, nx=True, ex=4 * 3600):
-                return n
-        time.sleep(0.5)
-    raise RuntimeError("no free Redis database number (2-15) for a test stack")
+    return LEASES.lease(owner)
 
 
 def _release_redis_db(n: int, owner: str) -> None:
-    import redis
-
-    leases = redis.Redis.from_url(f"{REDIS_BASE}/1")
-    if leases.get(_LEASE_KEY.format(n)) == owner.encode():
-        leases.delete(_LEASE_KEY.format(n))
+    LEASES.release(n, owner)
 
 
 def free_port() -> int:
@@ -105,6 +95,8 @@ class Stack:
 
         redis.Redis.from_url(self.broker_url).flushdb()
         _release_redis_db(self.redis_db, self.db_name)
+        if not os.environ.get("KMS_TEST_KEEP_LOGS"):  # else the logs stay for a look after the run
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def log_path(self, name: str) -> Path:
         return self.dir / f"{name}.log"

@@ -10,17 +10,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.api_client import Reply, Tenant
+from tests.api_client import Reply, Tenant, assert_problem
 from tests.batches.batching import BATCHES, NDJSON, rows_written, server_key_item, submit, valid_item
 from tests.pki_setup import make_pki
 from tests.stack import Stack
-
-
-def assert_problem(r: Reply, status: int) -> None:
-    assert r.status == status, (r.status, r.body)
-    assert r.is_problem(), (r.content_type, r.body)
-    assert r.body["requestId"] == r.headers["X-Request-Id"]
-    assert "Traceback" not in str(r.body)
 
 
 def fields(r: Reply) -> list[str]:

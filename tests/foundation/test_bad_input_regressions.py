@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.api_client import Reply, Tenant
+from tests.api_client import Tenant, assert_problem
 from tests.issuance.issuing import server_key_attributes
 from tests.pki_setup import CA, ISSUE, POLICIES, PROFILES, REQUESTS, make_pki
 from tests.stack import Stack
@@ -29,13 +29,6 @@ async def written(db: asyncpg.Connection, project_id: str) -> dict[str, int]:
     counts["projects"] = await db.fetchval("SELECT count(*) FROM projects")
     counts["access_tokens"] = await db.fetchval("SELECT count(*) FROM access_tokens")
     return counts
-
-
-def assert_problem(r: Reply, status: int) -> None:
-    assert r.status == status, (r.status, r.body)
-    assert r.is_problem(), (r.content_type, r.body)
-    assert r.body["requestId"] == r.headers["X-Request-Id"]
-    assert "Traceback" not in str(r.body)
 
 
 def identities(t: Tenant) -> str:

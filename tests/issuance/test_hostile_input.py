@@ -9,7 +9,8 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from tests.api_client import Reply, Tenant
+from tests.api_client import Tenant
+from tests.api_client import assert_problem as assert_clear_problem  # one helper for every suite
 from tests.issuance import csrs
 from tests.issuance.issuing import MakeTenant, rows_of_project, server_key_attributes, submit
 from tests.pki_setup import ISSUE, make_pki
@@ -31,13 +32,6 @@ HOSTILE_CSRS: dict[str, tuple[Callable[[], str], set[int], str]] = {
     # Under the body limit, the CSR's own limit: at most 16 KiB of PEM.
     "half-a-mebibyte-of-pem": (lambda: csrs.pem_of(b"\x00" * (384 * 1024)), {400}, "at most 16384 bytes"),
 }
-
-
-def assert_clear_problem(r: Reply, statuses: set[int]) -> None:
-    assert r.status in statuses, (r.status, r.body)
-    assert r.is_problem(), (r.content_type, r.body)
-    assert r.body["requestId"] == r.headers["X-Request-Id"]
-    assert "Traceback" not in str(r.body)
 
 
 @pytest.mark.filterwarnings("ignore:Attribute's length:UserWarning")

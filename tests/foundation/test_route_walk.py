@@ -1,0 +1,349 @@
+"""Roles and tenancy, walked from the route table (DESIGN.md section 4, invariant 8, and the roles of 6).
+
+Every route the app serves is called by each role of project A (admin, issuer, viewer) against A's real
+resources (a CA chain, a policy, a profile, a certificate with a server-generated key, a batch, all made
+through the API), by project B's admin against the same ids, and without a token. Each answer must be
+the one the role and the project allow: the route's 2xx where the role suffices, 403 where it is too
+low, 404 for another project's resources (never 403, never 2xx), 401 without a token, except on the
+public routes. A refused caller writes nothing, and no caller who may not read private keys ever
+receives one.
+
+The routes come from the list the app installs (``api.app.ROUTE_TABLES``); the expectations below are
+written out by hand. A route added to the app without an entry in ``EXPECTED`` fails this module until
+someone decides who may call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from api.app import ROUTE_TABLES, create_app
+from api.context import ENDPOINTS
+from shared.config import Settings
+from tests.api_client import ApiClient, assert_problem, login
+from tests.conftest import bootstrap
+from tests.pki_setup import CA, ISSUE, OPEN_POLICY, POLICIES, PROFILES, REQUESTS, make_pki
+from tests.stack import Stack
+
+BATCHES = "/api/v1/cert-manager/certificate-batches"
+Route = tuple[str, str]  # (method, path template), as the route table spells them
+# The routes the app installs, in the order it installs them (api.app.create_app builds the same list).
+ROUTES: list[Route] = [(ep.method, ep.path) for table in ROUTE_TABLES for ep in table.endpoints]
+# Written out here rather than imported, so a change of the ranks in shared.access shows up as a failure.
+RANK = {"viewer": 0, "issuer": 1, "admin": 2}
+KEY_ROLES = ("issuer", "admin")  # who may read a server-generated private key
+CALLERS = ("admin", "issuer", "viewer", "other-project", "anonymous")
+PEM_KEY_MARKER = "PRIVATE KEY-----"
+
+
+@dataclass(frozen=True)
+class Caller:
+    token: str | None
+    identity_id: str | None
+
+
+@dataclass(frozen=True)
+class World:
+    """Project A's resources, and a token for each caller (``other-project`` is project B's admin)."""
+
+    project_id: str
+    callers: dict[str, Caller]
+    viewer_credentials: dict[str, str]
+    root_id: str
+    issuing_id: str
+    policy_id: str
+    profile_id: str
+    request_id: str
+    certificate_id: str
+    batch_id: str
+
+
+@dataclass(frozen=True)
+class Call:
+    path: str
+    body: Any = None
+    params: dict[str, str] | None = None
+
+
+# Builds the call against project A; it may first create a target of its own through A's admin (the
+# deleting routes do, so that a deletion that should not happen cannot break the shared world either).
+Build = Callable[[World, ApiClient], Awaitable[Call]]
+
+
+@dataclass(frozen=True)
+class Expect:
+    role: str | None  # the least role that may call the route; None: a public route
+    ok: tuple[int, ...]  # the answer when the role suffices
+    build: Build
+    key: bool = False  # the answer carries the server-generated key to a caller allowed to read it
+
+
+def at(make: Callable[[World], Call]) -> Build:
+    async def build(world: World, admin: ApiClient) -> Call:
+        return make(world)
+    return build
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def identities(project_id: str) -> str:
+    return f"/api/v1/projects/{project_id}/identities"
+
+
+def server_key_attributes(name: str) -> dict[str, Any]:
+    return {"commonName": name, "altNames": [{"type": "dns_name", "value": name}]}
+
+
+def root_ca_body(project_id: str) -> dict[str, Any]:
+    return {"projectId": project_id, "name": unique("walk-root"), "type": "root", "commonName": "Walk Root",
+            "keyAlgorithm": "EC_prime256v1", "ttl": "1y"}
+
+
+def profile_body(world: World) -> dict[str, Any]:
+    return {"projectId": world.project_id, "slug": unique("walk"), "issuerType": "ca", "caId": world.issuing_id,
+            "certificatePolicyId": world.policy_id,
+            "defaults": {"ttl": "30d", "keyAlgorithm": "EC_prime256v1", "extendedKeyUsages": ["server_auth"]}}
+
+
+async def created(admin: ApiClient, path: str, body: dict[str, Any], id_field: str = "id") -> str:
+    r = await admin.post(path, body)
+    assert r.status == 201, (path, r.status, r.body)
+    new_id: str = r.body[id_field]
+    return new_id
+
+
+async def fresh_identity(world: World, admin: ApiClient) -> Call:
+    body = {"name": unique("doomed"), "role": "viewer"}
+    identity_id = await created(admin, identities(world.project_id), body, "identityId")
+    return Call(f"{identities(world.project_id)}/{identity_id}")
+
+
+async def fresh_policy(world: World, admin: ApiClient) -> Call:
+    body = {"projectId": world.project_id, "name": unique("doomed"), **OPEN_POLICY}
+    return Call(f"{POLICIES}/{await created(admin, POLICIES, body)}")
+
+
+async def fresh_profile(world: World, admin: ApiClient) -> Call:
+    return Call(f"{PROFILES}/{await created(admin, PROFILES, profile_body(world))}")
+
+
+def _cert(world: World, tail: str = "") -> Call:
+    return Call(f"{ISSUE}/{world.certificate_id}{tail}")
+
+
+EXPECTED: dict[Route, Expect] = {
+    # -- operations and login: public --------------------------------------------------------------
+    ("GET", "/healthz"): Expect(None, (200,), at(lambda w: Call("/healthz"))),
+    ("GET", "/readyz"): Expect(None, (200,), at(lambda w: Call("/readyz"))),
+    ("GET", "/metrics"): Expect(None, (200,), at(lambda w: Call("/metrics"))),
+    ("GET", "/openapi.json"): Expect(None, (200,), at(lambda w: Call("/openapi.json"))),
+    ("POST", "/api/v1/auth/universal-auth/login"): Expect(
+        None, (200,), at(lambda w: Call("/api/v1/auth/universal-auth/login", w.viewer_credentials))),
+    # -- identities: admin only ------------------------------------------------------------------
+    ("POST", "/api/v1/projects/{projectId}/identities"): Expect(
+        "admin", (201,), at(lambda w: Call(identities(w.project_id), {"name": unique("walk"), "role": "viewer"}))),
+    ("GET", "/api/v1/projects/{projectId}/identities"): Expect(
+        "admin", (200,), at(lambda w: Call(identities(w.project_id)))),
+    ("DELETE", "/api/v1/projects/{projectId}/identities/{identityId}"): Expect("admin", (204,), fresh_identity),
+    # -- CAs: admin writes, viewer reads ---------------------------------------------------------
+    # 202 is the documented answer of a CA whose key takes the worker longer than the POST waits.
+    ("POST", CA): Expect("admin", (201, 202), at(lambda w: Call(CA, root_ca_body(w.project_id)))),
+    ("GET", CA): Expect("viewer", (200,), at(lambda w: Call(CA, params={"projectId": w.project_id}))),
+    ("GET", CA + "/{caId}"): Expect("viewer", (200,), at(lambda w: Call(f"{CA}/{w.root_id}"))),
+    ("GET", CA + "/{caId}/certificate"): Expect(
+        "viewer", (200,), at(lambda w: Call(f"{CA}/{w.root_id}/certificate"))),
+    # Setting an active CA active: the route's whole authorisation path without disabling the world's CA.
+    ("PATCH", CA + "/{caId}"): Expect("admin", (200,), at(lambda w: Call(f"{CA}/{w.root_id}", {"status": "active"}))),
+    # -- policies and profiles: admin writes, viewer reads ---------------------------------------
+    ("POST", POLICIES): Expect("admin", (201,), at(lambda w: Call(
+        POLICIES, {"projectId": w.project_id, "name": unique("walk"), **OPEN_POLICY}))),
+    ("GET", POLICIES): Expect("viewer", (200,), at(lambda w: Call(POLICIES, params={"projectId": w.project_id}))),
+    ("GET", POLICIES + "/{policyId}"): Expect("viewer", (200,), at(lambda w: Call(f"{POLICIES}/{w.policy_id}"))),
+    ("PATCH", POLICIES + "/{policyId}"): Expect(
+        "admin", (200,), at(lambda w: Call(f"{POLICIES}/{w.policy_id}", {"description": unique("walked")}))),
+    ("DELETE", POLICIES + "/{policyId}"): Expect("admin", (204,), fresh_policy),
+    ("POST", PROFILES): Expect("admin", (201,), at(lambda w: Call(PROFILES, profile_body(w)))),
+    ("GET", PROFILES): Expect("viewer", (200,), at(lambda w: Call(PROFILES, params={"projectId": w.project_id}))),
+    ("GET", PROFILES + "/slug/{slug}"): Expect(
+        "viewer", (200,), at(lambda w: Call(f"{PROFILES}/slug/web", params={"projectId": w.project_id}))),
+    ("GET", PROFILES + "/{profileId}"): Expect("viewer", (200,), at(lambda w: Call(f"{PROFILES}/{w.profile_id}"))),
+    ("PATCH", PROFILES + "/{profileId}"): Expect(
+        "admin", (200,), at(lambda w: Call(f"{PROFILES}/{w.profile_id}", {"description": unique("walked")}))),
+    ("DELETE", PROFILES + "/{profileId}"): Expect("admin", (204,), fresh_profile),
+    # -- issuance: issuer issues and reads keys, viewer reads the rest ---------------------------
+    ("POST", ISSUE): Expect("issuer", (202,), at(lambda w: Call(
+        ISSUE, {"profileId": w.profile_id, "attributes": server_key_attributes("walk.example.test")}))),
+    ("GET", REQUESTS + "/{requestId}"): Expect(
+        "viewer", (200,), at(lambda w: Call(f"{REQUESTS}/{w.request_id}")), key=True),
+    ("GET", REQUESTS): Expect("viewer", (200,), at(lambda w: Call(REQUESTS, params={"projectId": w.project_id}))),
+    ("GET", ISSUE + "/{certificateId}"): Expect("viewer", (200,), at(lambda w: _cert(w))),
+    ("GET", ISSUE + "/{certificateId}/certificate"): Expect("viewer", (200,), at(lambda w: _cert(w, "/certificate"))),
+    ("GET", ISSUE + "/{certificateId}/bundle"): Expect("viewer", (200,), at(lambda w: _cert(w, "/bundle")), key=True),
+    ("GET", ISSUE + "/{certificateId}/private-key"): Expect(
+        "issuer", (200,), at(lambda w: _cert(w, "/private-key")), key=True),
+    ("POST", ISSUE + "/{certificateId}/renew"): Expect("issuer", (202,), at(lambda w: _cert(w, "/renew"))),
+    # -- batches ---------------------------------------------------------------------------------
+    ("POST", BATCHES): Expect("issuer", (202,), at(lambda w: Call(BATCHES, {
+        "profileId": w.profile_id, "items": [{"attributes": server_key_attributes("walk-batch.example.test")}]}))),
+    ("GET", BATCHES + "/{batchId}"): Expect("viewer", (200,), at(lambda w: Call(f"{BATCHES}/{w.batch_id}"))),
+    ("GET", BATCHES + "/{batchId}/items"): Expect(
+        "viewer", (200,), at(lambda w: Call(f"{BATCHES}/{w.batch_id}/items")), key=True),
+}
+
+
+def expected_statuses(expect: Expect, caller: str) -> tuple[int, ...]:
+    if expect.role is None:
+        return expect.ok
+    if caller == "anonymous":
+        return (401,)
+    if caller == "other-project":
+        return (404,)  # never 403: that would tell B the id exists
+    return expect.ok if RANK[caller] >= RANK[expect.role] else (403,)
+
+
+# -- the world ------------------------------------------------------------------------------------
+
+
+async def _project(stack: Stack, http: ApiClient, name: str) -> tuple[str, Caller, ApiClient]:
+    """A new project (``kms-pki admin bootstrap``) and its logged-in admin."""
+    creds = bootstrap(stack, name)
+    admin = http.with_token(await login(http, creds["clientId"], creds["clientSecret"]))
+    listed = await admin.get(identities(creds["projectId"]))
+    assert listed.status == 200, listed.body
+    [identity_id] = [i["identityId"] for i in listed.body["items"] if i["clientId"] == creds["clientId"]]
+    return creds["projectId"], Caller(admin.token, identity_id), admin
+
+
+async def _until(fetch: Callable[[], Awaitable[dict[str, Any]]], done: Callable[[dict[str, Any]], bool],
+                 timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        view = await fetch()
+        if done(view):
+            return view
+        assert time.monotonic() < deadline, f"not done in {timeout}s: {view}"
+
+
+async def _build_world(stack: Stack, api_url: str) -> World:
+    async with aiohttp.ClientSession() as session:
+        http = ApiClient(session, api_url)
+        project_id, admin_caller, admin = await _project(stack, http, "walk-a")
+        _, other_caller, _ = await _project(stack, http, "walk-b")
+        callers = {"admin": admin_caller, "other-project": other_caller, "anonymous": Caller(None, None)}
+        viewer_credentials: dict[str, str] = {}
+        for role in ("issuer", "viewer"):
+            r = await admin.post(identities(project_id), {"name": f"walk-{role}", "role": role})
+            assert r.status == 201, r.body
+            callers[role] = Caller(await login(http, r.body["clientId"], r.body["clientSecret"]),
+                                   r.body["identityId"])
+            if role == "viewer":
+                viewer_credentials = {"clientId": r.body["clientId"], "clientSecret": r.body["clientSecret"]}
+        pki = await make_pki(admin, project_id)
+
+        submitted = await admin.post(ISSUE, {"profileId": pki.profile_id,
+                                             "attributes": server_key_attributes("walk.example.test")})
+        assert submitted.status == 202, submitted.body
+        request_id = submitted.body["certificateRequestId"]
+
+        async def request_view() -> dict[str, Any]:
+            r = await admin.get(f"{REQUESTS}/{request_id}", params={"wait": "10"})
+            assert r.status == 200, r.body
+            view: dict[str, Any] = r.body
+            return view
+        issued = await _until(request_view, lambda v: v["status"] in ("issued", "failed"))
+        assert issued["status"] == "issued" and issued["privateKey"], issued
+
+        batch = await admin.post(BATCHES, {"profileId": pki.profile_id, "items": [
+            {"attributes": server_key_attributes("walk-batch.example.test")}]})
+        assert batch.status == 202, batch.body
+        batch_id = batch.body["batchId"]
+
+        async def batch_view() -> dict[str, Any]:
+            r = await admin.get(f"{BATCHES}/{batch_id}", params={"wait": "10"})
+            assert r.status == 200, r.body
+            view: dict[str, Any] = r.body
+            return view
+        done = await _until(batch_view, lambda v: v["status"] == "completed")
+        assert done["issued"] == 1, done
+        return World(project_id=project_id, callers=callers, viewer_credentials=viewer_credentials,
+                     root_id=pki.root_id, issuing_id=pki.issuing_id, policy_id=pki.policy_id,
+                     profile_id=pki.profile_id, request_id=request_id, certificate_id=issued["certificateId"],
+                     batch_id=batch_id)
+
+
+@pytest.fixture(scope="module")
+def world(worker: Stack, api_url: str) -> World:
+    # Built once for the module in its own event loop; the tests hold only ids and tokens of it.
+    return asyncio.run(_build_world(worker, api_url))
+
+
+async def writes_by(db: asyncpg.Connection, identity_id: str) -> tuple[int, int, int]:
+    """What an identity has written: audit events in its name, certificate requests and batches it made.
+    Every write of the API records one of these (the worker's own events are in the name ``worker``)."""
+    row = await db.fetchrow(
+        "SELECT (SELECT count(*) FROM audit_events WHERE actor = $1) AS events,"
+        " (SELECT count(*) FROM certificate_requests WHERE requested_by = $2::uuid) AS requests,"
+        " (SELECT count(*) FROM certificate_batches WHERE requested_by = $2::uuid) AS batches",
+        f"identity:{identity_id}", identity_id)
+    assert row is not None
+    return row["events"], row["requests"], row["batches"]
+
+
+# -- the tests ------------------------------------------------------------------------------------
+
+
+def test_every_route_the_app_serves_has_an_expectation() -> None:
+    missing = [route for route in ROUTES if route not in EXPECTED]
+    assert not missing, f"add these routes to EXPECTED (which role may call each?): {missing}"
+
+
+def test_every_expectation_names_a_route_the_app_serves() -> None:
+    stale = [route for route in EXPECTED if route not in ROUTES]
+    assert not stale, f"EXPECTED names routes the app no longer has: {stale}"
+
+
+def test_the_app_router_serves_exactly_the_routes_of_its_route_tables() -> None:
+    """No route reaches the router beside the tables (it would escape this walk and /openapi.json)."""
+    app = create_app(Settings(root_key=base64.b64encode(secrets.token_bytes(32)).decode()))
+    served = sorted((r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None)
+    assert served == sorted(ROUTES)
+    assert [(ep.method, ep.path) for ep in app[ENDPOINTS]] == ROUTES
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("route", ROUTES, ids=lambda route: f"{route[0]} {route[1]}")
+async def test_route_answers_each_caller_as_its_role_and_project_allow(
+    world: World, http: ApiClient, db: asyncpg.Connection, route: Route, caller: str
+) -> None:
+    expect = EXPECTED.get(route)
+    assert expect is not None, f"{route} has no entry in EXPECTED: decide which role may call it"
+    call = await expect.build(world, http.with_token(world.callers["admin"].token))
+    who = world.callers[caller]
+    before = await writes_by(db, who.identity_id) if who.identity_id else None
+
+    r = await http.with_token(who.token).request(route[0], call.path, json_body=call.body, params=call.params)
+
+    wanted = expected_statuses(expect, caller)
+    assert r.status in wanted, (caller, route, call.path, r.status, r.body)
+    if r.status >= 400:
+        assert_problem(r, wanted)
+    text = r.body if isinstance(r.body, str) else json.dumps(r.body)
+    if caller in KEY_ROLES and expect.key:
+        assert PEM_KEY_MARKER in text, (caller, route, "the server-generated key is missing")
+    elif caller not in KEY_ROLES:
+        assert PEM_KEY_MARKER not in text, (caller, route, "a private key reached a caller who may not read it")
+    if r.status >= 400 and who.identity_id:
+        assert await writes_by(db, who.identity_id) == before, (caller, route, "a refused call wrote something")
