@@ -20,11 +20,19 @@ from api.context import (
     KEYRING,
     METRICS,
     NOTIFICATIONS,
+    RATE_LIMITER,
     SETTINGS,
 )
 from api.metrics import Metrics
-from api.middleware import auth_middleware, body_limit_middleware, error_middleware, metrics_middleware
+from api.middleware import (
+    auth_middleware,
+    body_limit_middleware,
+    error_middleware,
+    metrics_middleware,
+    rate_limit_middleware,
+)
 from api.notifications import Notifications
+from api.rate_limits import RateLimiter
 from api.routing import Routes
 from shared.config import Settings
 from shared.db.pool import create_pool
@@ -39,7 +47,8 @@ ROUTE_TABLES: list[Routes] = [
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, body_limit_middleware, auth_middleware],
+        middlewares=[metrics_middleware, error_middleware, body_limit_middleware, auth_middleware,
+                     rate_limit_middleware],
         # Per-route limits are enforced while reading (api.body.read_body); this is the outer bound.
         client_max_size=max(settings.max_body_bytes, settings.max_batch_body_bytes),
     )
@@ -60,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_broker)
     app.cleanup_ctx.append(_evaluators)
+    app.cleanup_ctx.append(_rate_limiter)
     return app
 
 
@@ -88,3 +98,9 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     app[BROKER] = Broker(app[SETTINGS].broker_url)
     yield
     await app[BROKER].close()
+
+
+async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
+    app[RATE_LIMITER] = RateLimiter(app[SETTINGS])
+    yield
+    await app[RATE_LIMITER].close()

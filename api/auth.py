@@ -10,13 +10,14 @@ from aiohttp import web
 from pydantic import Field
 
 from api.body import parse, path_uuid
-from api.context import DB, IDENTITY, SETTINGS
+from api.context import DB, IDENTITY, RATE_LIMITER, SETTINGS
 from api.routing import Routes
 from shared import access
 from shared.camel import CamelModel
 from shared.db.identities import Identity
 
 routes = Routes("auth")
+LOGIN_PATH = "/api/v1/auth/universal-auth/login"
 
 
 class LoginBody(CamelModel):
@@ -66,12 +67,16 @@ def actor(request: web.Request) -> str:
     return f"identity:{current_identity(request).id}"
 
 
-@routes.route("POST", "/api/v1/auth/universal-auth/login", summary="Exchange client credentials for a token",
+@routes.route("POST", LOGIN_PATH, summary="Exchange client credentials for a token",
               body=LoginBody, response=LoginResult, public=True)
 async def login(request: web.Request) -> web.Response:
+    # The source's login limit was taken by the rate limit middleware, before the body was read.
     body = await parse(request, LoginBody)
+    limiter = request.app[RATE_LIMITER]
+    await limiter.login_begins(body.client_id)  # counted as a failure until it succeeds
     result = await access.login(request.app[DB], body.client_id, body.client_secret,
                                 request.app[SETTINGS].token_ttl_seconds)
+    await limiter.login_succeeded(body.client_id)
     return web.json_response(LoginResult(access_token=result.access_token, expires_in=result.expires_in).to_json())
 
 

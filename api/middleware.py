@@ -1,4 +1,5 @@
-"""Middlewares, outermost first: metrics, request id + problem+json errors, body limit, authentication."""
+"""Middlewares, outermost first: metrics, request id + problem+json errors, body limit, authentication,
+rate limits."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import kombu.exceptions
 import redis.exceptions
 from aiohttp import web
 
+from api.auth import LOGIN_PATH
 from api.body import BODY_LIMIT
-from api.context import DB, ENDPOINTS, IDENTITY, METRICS, REQUEST_ID, SETTINGS
+from api.context import DB, ENDPOINTS, IDENTITY, METRICS, RATE_LIMITER, REQUEST_ID, SETTINGS
 from api.problem import from_error, problem_response
+from api.rate_limits import UNLIMITED_ROUTES
 from api.routing import Handler, is_public
 from shared import access
 from shared.errors import KmsError, PayloadTooLarge, Unauthorized
@@ -118,4 +121,22 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token; send Authorization: Bearer <accessToken>")
     request[IDENTITY] = await access.authenticate(request.app[DB], token.strip())
+    return await handler(request)
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """After authentication: an identity's requests draw from its bucket, unauthenticated ones from their
+    source's (login from its own, stricter one). Probes and metrics are never limited (api.rate_limits)."""
+    limiter = request.app[RATE_LIMITER]
+    identity = request.get(IDENTITY)
+    resource = request.match_info.route.resource
+    if identity is not None:
+        await limiter.request_of_identity(identity.id)
+    elif resource is None or request.match_info.http_exception is not None or resource.canonical in UNLIMITED_ROUTES:
+        pass  # the router's 404/405, or a probe
+    elif resource.canonical == LOGIN_PATH:
+        await limiter.login_attempt(request)
+    else:
+        await limiter.unauthenticated_request(request)
     return await handler(request)

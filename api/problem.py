@@ -28,6 +28,8 @@ def problem_response(
         "detail": detail,
         "errors": [e.as_dict() for e in errors or []],
         "requestId": request_id,
+        # Upstream's clients show ``message`` (DESIGN 5.1): the same text as ``detail``.
+        "message": detail,
     }
     return web.Response(
         status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers

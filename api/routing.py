@@ -88,7 +88,7 @@ def openapi_document(endpoints: list[Endpoint], *, title: str, version: str) -> 
         "type": "object",
         "properties": {
             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-            "detail": {"type": "string"}, "requestId": {"type": "string"},
+            "detail": {"type": "string"}, "message": {"type": "string"}, "requestId": {"type": "string"},
             "errors": {"type": "array", "items": {"type": "object", "properties": {
                 "field": {"type": "string"}, "message": {"type": "string"}}}},
         },

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -16,6 +18,12 @@ from shared.db import identities as db
 from shared.errors import Forbidden, NotFound, Unauthorized
 
 ROLE_RANK: Final = {"viewer": 0, "issuer": 1, "admin": 2}
+# scrypt is slow on purpose (a core and 16 MiB for tens of milliseconds), so it runs off the event loop,
+# in these few threads of its own: a login flood queues here, bounded in the CPU and memory it takes,
+# and never fills the default executor that other work shares (small batches are evaluated there).
+HASHING_THREADS: Final = 2
+_hashing = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="kms-scrypt")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,11 +50,14 @@ def can_read_private_keys(identity: db.Identity) -> bool:
     return ROLE_RANK[identity.role] >= ROLE_RANK["issuer"]
 
 
+async def _hash(fn: Callable[..., T], *args: str) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_hashing, fn, *args)
+
+
 async def login(pool: asyncpg.Pool, client_id: str, client_secret: str, ttl_seconds: int) -> Login:
     found = await db.identity_secret_by_client_id(pool, client_id)
     stored = found.secret_hash if found else credentials.DUMMY_HASH
-    # scrypt is slow on purpose; keep it off the event loop.
-    ok = await asyncio.to_thread(credentials.verify_secret, client_secret, stored)
+    ok = await _hash(credentials.verify_secret, client_secret, stored)
     if found is None or not ok:
         raise Unauthorized("invalid client id or client secret")
     token = credentials.new_access_token()
@@ -72,7 +83,7 @@ async def create_identity(
     pool: asyncpg.Pool, *, project_id: UUID, name: str, role: str, actor: str
 ) -> NewIdentity:
     secret = credentials.new_client_secret()
-    secret_hash = await asyncio.to_thread(credentials.hash_secret, secret)
+    secret_hash = await _hash(credentials.hash_secret, secret)
     async with pool.acquire() as conn, conn.transaction():
         identity = await db.create_identity(
             conn, project_id=project_id, name=name, role=role,

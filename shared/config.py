@@ -48,6 +48,22 @@ class Settings(BaseSettings):
     max_attempts: int = 5
     ca_key_cache_seconds: int = 300
 
+    # Rate limits (api.rate_limits): token buckets, a rate and a burst; 0 in either turns a limit off.
+    # The defaults stop floods, not busy clients: a fleet restarting behind one NAT logs in from one
+    # source, and one identity may read back every item of a 10,000-item batch at once.
+    # Where the buckets live; unset, the broker when it is Redis, else in each API process.
+    rate_limit_redis_url: str | None = Field(default=None, repr=False)
+    rate_limit_login_per_minute: float = 600  # logins from one source
+    rate_limit_login_burst: int = 300
+    rate_limit_login_failures_per_minute: float = 30  # failed logins for one client id, from any source
+    rate_limit_login_failures_burst: int = 30
+    rate_limit_per_identity_per_second: float = 500  # authenticated requests of one identity
+    rate_limit_per_identity_burst: int = 10_000
+    rate_limit_per_source_per_second: float = 20  # other unauthenticated requests from one source
+    rate_limit_per_source_burst: int = 100
+    # Comma-separated proxy addresses or CIDRs whose X-Forwarded-For names the source; empty: none.
+    trusted_proxies: str = ""
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -88,9 +88,15 @@ class PolicyViolation(KmsError):
 
 
 class RateLimited(KmsError):
+    """A caller over one of its rate limits; ``retry_after`` seconds from now it is served again."""
+
     status = 429
     title = "Too Many Requests"
     type_slug = "rate-limited"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class ServiceUnavailable(KmsError):
