@@ -324,7 +324,7 @@ async def lock_timeout_runtime(stack: Stack) -> AsyncIterator[Runtime]:
     """The worker's runtime, in this process, on the session database, its connections with a 300 ms
     lock_timeout (asyncpg passes unknown DSN parameters to the server as settings)."""
     rt = Runtime(Settings(database_url=f"{stack.database_url}?lock_timeout=300ms",
-                          root_key_file=stack.root_key_file))
+                          root_key_file=stack.root_key_file, ca_root_key_file=stack.ca_root_key_file))
     pool = await rt.pool()
     try:
         yield rt
@@ -345,7 +345,7 @@ async def test_a_lock_timeout_while_signing_gives_the_claim_back_at_once_and_the
         pool, project_id=uuid.UUID(tenant.project_id), profile_id=stored.profile_id, csr_pem=None,
         attributes=stored.stored_attributes(), server_key=True, remove_roots=False, requested_by=None)
     assert row is not None
-    cache = CaKeyCache(rt.settings.ca_key_cache_seconds)
+    cache = CaKeyCache(rt.ca_keyring, rt.settings.ca_key_cache_seconds)
 
     holding = db.transaction()
     await holding.start()
