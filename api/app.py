@@ -37,8 +37,8 @@ from api.routing import Routes
 from shared.config import Settings
 from shared.db.pool import create_pool
 from shared.errors import ConfigurationError
-from shared.keyring import KeyRing, root_key_from
 from shared.profiles import IssuingContextCache
+from shared.secrets.keyring import KeyRing, root_key_from
 
 ROUTE_TABLES: list[Routes] = [
     ops.routes, auth.routes, authorities.routes, profiles.routes, certificates.routes, batches.routes,

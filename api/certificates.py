@@ -14,14 +14,11 @@ from api.body import parse, path_uuid, query_int, query_uuid
 from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
 from api.routing import Routes, absolute_url
 from shared import access
-from shared.attributes import IssueAttributes
 from shared.db import Executor, audit
 from shared.db import requests as db
 from shared.db.identities import Identity
 from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
-from shared.envelope import EnvelopeError
 from shared.errors import BadRequest, Conflict, FieldError, KmsError, NotFound, PolicyViolation
-from shared.evaluation import evaluate_request
 from shared.issuance import (
     MAX_WAIT_SECONDS,
     CertificateBody,
@@ -35,8 +32,11 @@ from shared.issuance import (
     encode_cursor,
     request_fingerprint,
 )
-from shared.keys import load_private_key_der, private_key_to_pem
+from shared.pki.keys import load_private_key_der, private_key_to_pem
+from shared.policy.attributes import IssueAttributes
+from shared.policy.evaluation import evaluate_request
 from shared.profiles import IssuingContext
+from shared.secrets.envelope import EnvelopeError
 
 routes = Routes("certificates")
 log = logging.getLogger("kms.api")

@@ -116,7 +116,7 @@ def _serve(args: argparse.Namespace, rest: list[str], settings: Settings) -> int
 def _celery(kind: str):  # type: ignore[no-untyped-def]
     def run(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
         from shared.errors import ConfigurationError
-        from shared.keyring import ca_root_key_from, root_key_from
+        from shared.secrets.keyring import ca_root_key_from, root_key_from
 
         if "--help" not in rest and "-h" not in rest:
             try:
@@ -163,9 +163,9 @@ def _rotate_root_key(args: argparse.Namespace, rest: list[str], settings: Settin
     for the CA root key (KMS_CA_ROOT_KEY_FILE, workers only) and the CA data keys it wraps."""
     import asyncpg
 
-    from shared.envelope import EnvelopeError, load_root_key
     from shared.errors import ConfigurationError
-    from shared.keyring import CA_ROOT, ROOT, ca_root_key_from, root_key_from, rotate_root_key
+    from shared.secrets.envelope import EnvelopeError, load_root_key
+    from shared.secrets.keyring import CA_ROOT, ROOT, ca_root_key_from, root_key_from, rotate_root_key
 
     purpose = CA_ROOT if args.ca else ROOT
     try:

@@ -13,8 +13,8 @@ from api.notifications import Notifications
 from api.rate_limits import RateLimiter
 from api.routing import Endpoint
 from shared.config import Settings
-from shared.keyring import KeyRing
 from shared.profiles import IssuingContextCache
+from shared.secrets.keyring import KeyRing
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", asyncpg.Pool)

@@ -12,10 +12,10 @@ from uuid import UUID
 
 import asyncpg
 
-from shared import credentials
 from shared.db import audit
 from shared.db import identities as db
 from shared.errors import Forbidden, NotFound, Unauthorized
+from shared.secrets import credentials
 
 ROLE_RANK: Final = {"viewer": 0, "issuer": 1, "admin": 2}
 # scrypt is slow on purpose (a core and 16 MiB for tens of milliseconds), so it runs off the event loop,

@@ -13,15 +13,15 @@ from uuid import UUID
 
 from pydantic import Field, model_validator
 
-from shared.attributes import Country, KeyAlgorithmName, Text64, Text128, Ttl, UtcDatetime
 from shared.camel import CamelModel
 from shared.db import Executor
 from shared.db import authorities as db
 from shared.db.authorities import Authority
 from shared.errors import BadRequest, Conflict, FieldError, NotFound, PolicyViolation
-from shared.names import subject_name
-from shared.template import SubjectName
-from shared.ttl import parse_ttl
+from shared.pki.names import subject_name
+from shared.pki.template import SubjectName
+from shared.policy.attributes import Country, KeyAlgorithmName, Text64, Text128, Ttl, UtcDatetime
+from shared.policy.ttl import parse_ttl
 
 MAX_CA_PATH_LENGTH = 10
 

@@ -9,14 +9,14 @@ from uuid import UUID
 
 from pydantic import Field, ValidationError
 
-from shared.attributes import IssueAttributes
 from shared.camel import CamelModel
-from shared.csr import MAX_CSR_BYTES
 from shared.db.batches import BatchRow, Counts, NewItem
 from shared.db.requests import CertificateRow, RequestRow
 from shared.errors import BadRequest, FieldError, KmsError
-from shared.evaluation import evaluate_request
 from shared.issuance import IssueBody
+from shared.pki.csr import MAX_CSR_BYTES
+from shared.policy.attributes import IssueAttributes
+from shared.policy.evaluation import evaluate_request
 from shared.profiles import IssuingContext
 
 MAX_BATCH_ITEMS = 10_000

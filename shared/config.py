@@ -15,7 +15,7 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/kms"
     broker_url: str = "redis://127.0.0.1:6379/0"
-    # Base64 of 32 bytes, or a file holding it. Required outside dev mode (see shared.envelope).
+    # Base64 of 32 bytes, or a file holding it. Required outside dev mode (see shared.secrets.envelope).
     root_key: str | None = Field(default=None, repr=False)
     root_key_file: Path | None = None
     # The signing root key: wraps the data keys that seal CA private keys. Workers only; the API never

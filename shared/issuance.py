@@ -1,6 +1,6 @@
 """Issuance as the API sees it: the request body, its fingerprint for idempotency, and the read models.
 
-The API evaluates a request with ``shared.evaluation.evaluate_request`` before writing it (a fast 4xx),
+The API evaluates a request with ``shared.policy.evaluation.evaluate_request`` before writing it (a fast 4xx),
 stores exactly what it validated, and the worker evaluates the same stored input again before signing.
 """
 
@@ -15,11 +15,11 @@ from uuid import UUID
 
 from pydantic import Field
 
-from shared.attributes import IssueAttributes
 from shared.camel import CamelModel
-from shared.csr import MAX_CSR_BYTES
 from shared.db.requests import CertificateRow, RequestRow
 from shared.errors import BadRequest, FieldError
+from shared.pki.csr import MAX_CSR_BYTES
+from shared.policy.attributes import IssueAttributes
 
 MAX_WAIT_SECONDS = 30
 IDEMPOTENCY_KEY_MAX = 255
@@ -27,7 +27,7 @@ IDEMPOTENCY_KEY_MAX = 255
 
 class IssueBody(CamelModel):
     profile_id: UUID
-    # A PEM CSR; its size is checked (with a clear message) by shared.csr.read_csr.
+    # A PEM CSR; its size is checked (with a clear message) by shared.pki.csr.read_csr.
     csr: str | None = Field(default=None, max_length=MAX_CSR_BYTES * 64)
     attributes: IssueAttributes | None = None
     remove_roots_from_chain: bool = False

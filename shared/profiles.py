@@ -9,14 +9,14 @@ from uuid import UUID
 
 from pydantic import Field, ValidationError
 
-from shared.attributes import ApiConfig, ProfileDefaults
 from shared.camel import CamelModel
 from shared.db import Executor
 from shared.db import authorities as ca_db
 from shared.db import policies as db
 from shared.db.policies import PolicyRow, ProfileRow
 from shared.errors import BadRequest, Conflict, FieldError, NotFound
-from shared.policy import STORED, PolicyRules
+from shared.policy.attributes import ApiConfig, ProfileDefaults
+from shared.policy.rules import STORED, PolicyRules
 
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]

@@ -8,8 +8,8 @@ from celery import Celery
 from celery.signals import setup_logging, worker_init
 
 from shared.config import get_settings
-from shared.keyring import ca_root_key_from, root_key_from
 from shared.logging import configure_logging
+from shared.secrets.keyring import ca_root_key_from, root_key_from
 from shared.tasks import RECONCILE, celery_config
 
 settings = get_settings()

@@ -10,14 +10,14 @@ import logging
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from shared import x509_builder
 from shared.authorities import subject_of
 from shared.db import audit
 from shared.db import authorities as db
-from shared.envelope import EnvelopeError
 from shared.errors import KmsError
-from shared.keys import generate_private_key, private_key_to_der
-from shared.template import Validity
+from shared.pki import builder as x509_builder
+from shared.pki.keys import generate_private_key, private_key_to_der
+from shared.pki.template import Validity
+from shared.secrets.envelope import EnvelopeError
 from worker.ca_keys import CaKeyCache
 from worker.runtime import Runtime
 

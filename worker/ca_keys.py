@@ -20,9 +20,9 @@ from cryptography import x509
 from shared.db import Executor
 from shared.db import authorities as db
 from shared.db.authorities import Authority
-from shared.envelope import EnvelopeError
-from shared.keyring import CA_ROOT, KeyRing
-from shared.keys import PrivateKey, load_private_key_der
+from shared.pki.keys import PrivateKey, load_private_key_der
+from shared.secrets.envelope import EnvelopeError
+from shared.secrets.keyring import CA_ROOT, KeyRing
 
 CA_TABLE = "certificate_authorities"
 

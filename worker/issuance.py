@@ -25,17 +25,17 @@ import asyncpg
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from shared import policy as policy_rules
-from shared import x509_builder
-from shared.attributes import IssueAttributes
 from shared.db import authorities as ca_db
 from shared.db import requests as db
 from shared.db.requests import CertificateRow, RequestRow
 from shared.errors import FieldError, KmsError, PolicyViolation
-from shared.evaluation import evaluate_request
-from shared.keys import DEFAULT_SIGNATURE, PrivateKey, PublicKey, generate_private_key, private_key_to_der
+from shared.pki import builder as x509_builder
+from shared.pki.keys import DEFAULT_SIGNATURE, PrivateKey, PublicKey, generate_private_key, private_key_to_der
+from shared.pki.template import CertificateTemplate
+from shared.policy import rules as policy_rules
+from shared.policy.attributes import IssueAttributes
+from shared.policy.evaluation import evaluate_request
 from shared.profiles import IssuingContext, load_issuing_context
-from shared.template import CertificateTemplate
 from worker.ca_keys import CaKeyCache
 from worker.issuers import InternalCaIssuer, Issuer, SelfSignedIssuer
 from worker.runtime import Runtime

@@ -12,10 +12,10 @@ from typing import Protocol
 
 from cryptography import x509
 
-from shared import x509_builder
 from shared.errors import FieldError, PolicyViolation
-from shared.keys import PrivateKey, PublicKey
-from shared.template import CertificateTemplate
+from shared.pki import builder as x509_builder
+from shared.pki.keys import PrivateKey, PublicKey
+from shared.pki.template import CertificateTemplate
 from worker.ca_keys import SigningCa
 
 

@@ -20,9 +20,9 @@ import asyncpg
 from shared.config import Settings, get_settings
 from shared.db import authorities as db
 from shared.db.pool import dedicated
-from shared.envelope import EnvelopeError
 from shared.errors import ConfigurationError
-from shared.keyring import CA_ROOT, KeyRing, ca_root_key_from, root_key_from
+from shared.secrets.envelope import EnvelopeError
+from shared.secrets.keyring import CA_ROOT, KeyRing, ca_root_key_from, root_key_from
 from worker.ca_keys import CA_TABLE
 
 log = logging.getLogger("kms.worker")

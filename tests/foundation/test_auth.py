@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from shared.credentials import token_digest
+from shared.secrets.credentials import token_digest
 from tests.api_client import ApiClient, Tenant, login
 from tests.conftest import bootstrap
 from tests.stack import Stack

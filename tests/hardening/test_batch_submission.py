@@ -17,7 +17,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from shared.csr import MAX_CSR_BYTES
+from shared.pki.csr import MAX_CSR_BYTES
 from tests.api_client import ApiClient, Reply, Tenant
 from tests.batches.batching import (
     BATCHES,

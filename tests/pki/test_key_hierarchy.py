@@ -28,8 +28,8 @@ import pytest
 from shared.authorities import CreateCaBody, record_ca
 from shared.config import Settings
 from shared.db.pool import dedicated
-from shared.envelope import EnvelopeError, load_root_key
-from shared.keyring import CA_ROOT, ROOT, KeyRing, Purpose
+from shared.secrets.envelope import EnvelopeError, load_root_key
+from shared.secrets.keyring import CA_ROOT, ROOT, KeyRing, Purpose
 from tests.api_client import Tenant
 from tests.issuance.issuing import MakeTenant, issued, server_key_attributes
 from tests.pki.authorities import ca_body, create_ca

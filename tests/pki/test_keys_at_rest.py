@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from shared import access
 from shared.db.pool import create_pool
-from shared.envelope import EnvelopeError, load_root_key, unwrap_data_key
-from shared.keyring import CA_ROOT, ROOT, KeyRing, Purpose
+from shared.secrets.envelope import EnvelopeError, load_root_key, unwrap_data_key
+from shared.secrets.keyring import CA_ROOT, ROOT, KeyRing, Purpose
 from tests.api_client import ApiClient, Tenant, login
 from tests.issuance.issuing import issued, server_key_attributes
 from tests.pki.authorities import ca_body, ca_certificate, create_ca, openssl_verify

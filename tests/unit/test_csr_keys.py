@@ -20,8 +20,8 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.csr import FERMAT_ROUNDS, _fermat_factor, _integer_root, read_csr, rsa_key_weakness
 from shared.errors import BadRequest
+from shared.pki.csr import FERMAT_ROUNDS, _fermat_factor, _integer_root, read_csr, rsa_key_weakness
 
 _SMALL = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.envelope import (
+from shared.errors import ConfigurationError
+from shared.secrets.envelope import (
     EnvelopeError,
     decrypt_private_key,
     encrypt_private_key,
@@ -18,7 +19,6 @@ from shared.envelope import (
     unwrap_data_key,
     wrap_data_key,
 )
-from shared.errors import ConfigurationError
 
 PROJECT = "7f1f3a52-2f55-4c1e-9d0b-6a1d9f0c2b11"
 OTHER_PROJECT = "0c6f1c1e-8d64-4b5e-a1f4-3b4c8e9d2a77"

@@ -15,18 +15,18 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from pydantic import ValidationError
 
-from shared.attributes import (
+from shared.errors import BadRequest, PolicyViolation
+from shared.pki.keys import KEY_ALGORITHMS, SIGNATURE_ALGORITHMS
+from shared.pki.template import AltName, CertificateTemplate, Validity
+from shared.policy.attributes import (
     ApiConfig,
     IssueAttributes,
     KeyAlgorithmName,
     ProfileDefaults,
     SignatureAlgorithmName,
 )
-from shared.errors import BadRequest, PolicyViolation
-from shared.evaluation import evaluate_request
-from shared.keys import KEY_ALGORITHMS, SIGNATURE_ALGORITHMS
-from shared.policy import PolicyRules
-from shared.template import AltName, CertificateTemplate, Validity
+from shared.policy.evaluation import evaluate_request
+from shared.policy.rules import PolicyRules
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

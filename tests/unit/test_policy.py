@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.policy import PolicyRules, check_template, match_pattern, signature_algorithm_allowed
-from shared.template import AltName, CertificateTemplate, SubjectName, Validity
+from shared.pki.template import AltName, CertificateTemplate, SubjectName, Validity
+from shared.policy.rules import PolicyRules, check_template, match_pattern, signature_algorithm_allowed
 
 BASE_RULES: dict[str, Any] = {
     "subject": [{"type": "common_name", "allowed": ["*.example.com"]}],

@@ -13,16 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.attributes import AltNameInput
 from shared.errors import FieldError
-from shared.policy import (
+from shared.pki.template import AltName, CertificateTemplate, SubjectName, Validity
+from shared.policy.attributes import AltNameInput
+from shared.policy.rules import (
     PatternRule,
     PolicyRules,
     check_template,
     match_pattern,
     pattern_matches_a_covered_name,
 )
-from shared.template import AltName, CertificateTemplate, SubjectName, Validity
 
 # The policy of the issue: every name under example.com except prod.example.com.
 EXAMPLE_POLICY: dict[str, Any] = {
@@ -351,7 +351,7 @@ def test_ipv6_alt_name_with_a_zone_index_is_refused() -> None:
 
 
 def test_policy_stored_before_cidr_validation_still_loads_and_fails_closed() -> None:
-    from shared.policy import STORED, PolicyRules
+    from shared.policy.rules import STORED, PolicyRules
 
     rules = PolicyRules.model_validate(
         {"sans": [{"type": "ip_address", "allowed": ["*"], "denied": ["10.0.0.0/33"]}]}, context=STORED)

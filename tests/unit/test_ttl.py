@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.ttl import MAX_TTL_SECONDS, UNIT_SECONDS, format_ttl, parse_ttl
+from shared.policy.ttl import MAX_TTL_SECONDS, UNIT_SECONDS, format_ttl, parse_ttl
 
 
 @pytest.mark.parametrize(

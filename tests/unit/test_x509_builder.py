@@ -24,11 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from shared import keys
 from shared.errors import PolicyViolation
-from shared.keys import PrivateKey
-from shared.template import AltName, CertificateTemplate, SubjectName, Validity
-from shared.x509_builder import (
+from shared.pki import keys
+from shared.pki.builder import (
     build_ca_certificate,
     build_leaf_certificate,
     build_self_signed_certificate,
@@ -38,6 +36,8 @@ from shared.x509_builder import (
     resolve_validity,
     to_pem,
 )
+from shared.pki.keys import PrivateKey
+from shared.pki.template import AltName, CertificateTemplate, SubjectName, Validity
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 NOT_BEFORE = NOW - timedelta(minutes=5)

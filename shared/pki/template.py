@@ -1,7 +1,7 @@
 """The certificate template: the exact content a signer must put in a certificate.
 
-Produced by the pure request evaluation (``shared.evaluation``) from a request plus a profile and its
-policy, and consumed by the pure X.509 builder (``shared.x509_builder``). Names of key usages,
+Produced by the pure request evaluation (``shared.policy.evaluation``) from a request plus a profile and its
+policy, and consumed by the pure X.509 builder (``shared.pki.builder``). Names of key usages,
 extended key usages and algorithms are the API's (DESIGN.md section 5), e.g. ``digital_signature``,
 ``server_auth``, ``EC_prime256v1``, ``ECDSA-SHA256``.
 """

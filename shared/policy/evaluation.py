@@ -1,10 +1,10 @@
 """Request evaluation: an issuance request, its profile's defaults and its policy -> one template.
 
-``evaluate_request`` is the pure core of issuance: it reads the CSR (if any, with ``shared.csr``),
+``evaluate_request`` is the pure core of issuance: it reads the CSR (if any, with ``shared.pki.csr``),
 merges the request's attributes with the profile's defaults, checks the result against RFC 5280
 coherence rules and the certificate policy, and returns the ``CertificateTemplate`` the worker will
 sign. Everything the signer trusts is decided here, so everything a caller can get wrong is reported
-here, all at once. What a request and a profile may carry is modelled in ``shared.attributes``.
+here, all at once. What a request and a profile may carry is modelled in ``shared.policy.attributes``.
 
 Error classes: malformed input (unreadable or oversized CSR, weak key, contradictory request, no
 validity at all) is ``BadRequest`` (400); a well-formed request the service will not issue (policy
@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from shared.attributes import DEFAULT_KEY_ALGORITHM, IssueAttributes, ProfileDefaults, SubjectFields
-from shared.csr import CsrRequest, read_csr
 from shared.errors import BadRequest, FieldError, PolicyViolation
-from shared.policy import PolicyRules, check_template
-from shared.template import AltName, CertificateTemplate, SubjectName, Validity
-from shared.ttl import parse_ttl
+from shared.pki.csr import CsrRequest, read_csr
+from shared.pki.template import AltName, CertificateTemplate, SubjectName, Validity
+from shared.policy.attributes import DEFAULT_KEY_ALGORITHM, IssueAttributes, ProfileDefaults, SubjectFields
+from shared.policy.rules import PolicyRules, check_template
+from shared.policy.ttl import parse_ttl
 
 
 def _fallback_usages(required: Sequence[str] | None, builtin: set[str]) -> frozenset[str]:
@@ -108,7 +108,7 @@ def evaluate_request(
     Raises BadRequest for malformed input and one PolicyViolation listing every RFC 5280
     incoherence and every policy violation.
     """
-    # Imported here, not at the top: shared.csr reads a CSR's names with the models above, so it imports
+    # Imported here, not at the top: shared.pki.csr reads a CSR's names with the models above, so it imports
     # this module, and a top-level import back would be a cycle.
 
     attributes = attributes or IssueAttributes()

@@ -67,9 +67,9 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from shared.errors import FieldError
-from shared.keys import KEY_ALGORITHMS, SIGNATURE_ALGORITHMS
-from shared.template import CertificateTemplate
-from shared.ttl import format_ttl, parse_ttl
+from shared.pki.keys import KEY_ALGORITHMS, SIGNATURE_ALGORITHMS
+from shared.pki.template import CertificateTemplate
+from shared.policy.ttl import format_ttl, parse_ttl
 
 SubjectType = Literal["common_name", "organization", "organizational_unit", "country", "state", "locality"]
 SanType = Literal["dns_name", "ip_address", "email", "uri"]

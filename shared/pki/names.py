@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from shared.errors import FieldError, PolicyViolation
-from shared.template import AltName, SubjectName
+from shared.pki.template import AltName, SubjectName
 
 # Subject attributes in the order they appear in the DN (most general first), with the API field
 # that carries each and the RFC 5280 Appendix A upper bound pkilint enforces.

@@ -6,7 +6,7 @@ the worker can reserve the serial in the database before signing (DESIGN.md inva
 
 Every certificate built here must pass pkilint's RFC 5280 linter with no ERROR or FATAL finding and
 chain-verify with OpenSSL and ``cryptography.x509.verification`` (DESIGN.md section 6). The checks
-here and in ``shared.names`` (subject and alt names) and ``shared.extensions`` (key usages) reject,
+here and in ``shared.pki.names`` (subject and alt names) and ``shared.pki.extensions`` (key usages) reject,
 with a ``PolicyViolation`` naming the field, any input that would produce a certificate those checkers
 refuse, rather than silently dropping or adding content.
 """
@@ -22,8 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from shared.errors import FieldError, PolicyViolation
-from shared.extensions import extended_key_usage, key_usage
-from shared.keys import (
+from shared.pki.extensions import extended_key_usage, key_usage
+from shared.pki.keys import (
     DEFAULT_SIGNATURE,
     SIGNATURE_ALGORITHMS,
     PrivateKey,
@@ -33,8 +33,8 @@ from shared.keys import (
     signature_compatible,
     signature_family,
 )
-from shared.names import subject_alternative_name, subject_name
-from shared.template import CertificateTemplate, SubjectName, Validity
+from shared.pki.names import subject_alternative_name, subject_name
+from shared.pki.template import CertificateTemplate, SubjectName, Validity
 
 # RFC 5280 section 4.1.2.2: a serial is a positive INTEGER of at most 20 octets. 20 random bytes
 # with the top bit cleared encode in exactly 20 octets (no 0x00 sign pad needed) and keep 159 bits

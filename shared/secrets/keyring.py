@@ -25,11 +25,11 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from uuid import UUID
 
-from shared import envelope
 from shared.config import Settings
 from shared.db import Executor
 from shared.db import data_keys as db
 from shared.errors import ConfigurationError
+from shared.secrets import envelope
 
 # Gives a connection outside the caller's transaction (and outside any pool a caller may have exhausted).
 Connector = Callable[[], AbstractAsyncContextManager[Executor]]

@@ -3,7 +3,7 @@
 A CSR is untrusted input from the requester, so it is parsed strictly (one PEM block, strict base64,
 at most ``MAX_CSR_BYTES``), its signature must verify with the key it carries (proof of possession),
 and every name it asks for is read with the same models, and so the same rules, as a request's
-``attributes`` (``shared.evaluation``). What cannot be represented is refused, never dropped.
+``attributes`` (``shared.policy.evaluation``). What cannot be represented is refused, never dropped.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import Field, ValidationError
 
-from shared.attributes import MAX_ALT_NAMES, AltNameInput, BasicConstraintsInput, SubjectFields
 from shared.errors import BadRequest, FieldError
-from shared.keys import algorithm_of_public_key
+from shared.pki.keys import algorithm_of_public_key
+from shared.policy.attributes import MAX_ALT_NAMES, AltNameInput, BasicConstraintsInput, SubjectFields
 
 MAX_CSR_BYTES: Final = 16 * 1024
 _PEM_BEGIN: Final = "-----BEGIN CERTIFICATE REQUEST-----"

@@ -1,8 +1,8 @@
 """The attributes of a certificate request as the API receives them, and a profile's defaults.
 
 Pydantic models with camelCase aliases and format checks (RFC 5280 length bounds, host names, IP
-addresses, email addresses, URIs, TTLs). ``shared.csr`` reads a CSR's names into the same models, and
-``shared.evaluation`` turns them, with a profile and its policy, into a certificate template.
+addresses, email addresses, URIs, TTLs). ``shared.pki.csr`` reads a CSR's names into the same models, and
+``shared.policy.evaluation`` turns them, with a profile and its policy, into a certificate template.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pydantic import (
 )
 
 from shared.camel import CamelModel
-from shared.policy import ExtendedKeyUsageName, KeyUsageName, SanType
-from shared.ttl import parse_ttl
+from shared.policy.rules import ExtendedKeyUsageName, KeyUsageName, SanType
+from shared.policy.ttl import parse_ttl
 
-# Same names as shared.keys.KEY_ALGORITHMS / SIGNATURE_ALGORITHMS (a unit test keeps them equal);
+# Same names as shared.pki.keys.KEY_ALGORITHMS / SIGNATURE_ALGORITHMS (a unit test keeps them equal);
 # spelled as Literals so that /openapi.json lists them.
 KeyAlgorithmName = Literal[
     "RSA_2048", "RSA_3072", "RSA_4096", "EC_prime256v1", "EC_secp384r1", "EC_secp521r1", "ED25519"

@@ -1,0 +1,1 @@
+"""The pure policy engine: rules, request attributes, evaluation into a template, TTLs."""
