@@ -37,7 +37,9 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         # A message is acknowledged only after its task ran; if the worker dies, it is redelivered.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 4,
+        # One message reserved per pool process: a reconcile (on its own queue) then waits behind at most
+        # the chunk each process is signing, never behind a reserved backlog of them.
+        "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE_SIGNING,
         "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
         "task_routes": {ISSUE_BATCH_CHUNK: {"queue": QUEUE_SIGNING}, RECONCILE: {"queue": QUEUE_CONTROL}},

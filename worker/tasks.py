@@ -67,7 +67,9 @@ def reconcile() -> dict[str, int]:
     rt = runtime()
     result = rt.run(reconciler.reconcile(
         rt,
-        send_requests=lambda ids: issue_chunk.apply_async(args=[ids]),
-        send_ca=lambda cid: create_ca.apply_async(args=[cid]),
+        # Re-sent work is the oldest there is: it rides the control queue, served in turn with the others,
+        # instead of joining the back of a signing backlog it may already have been lost from.
+        send_requests=lambda ids: issue_chunk.apply_async(args=[ids], queue=names.QUEUE_CONTROL),
+        send_ca=lambda cid: create_ca.apply_async(args=[cid], queue=names.QUEUE_CONTROL),
     ))
     return {"requeued": result.requeued, "gaveUp": result.gave_up, "casRequeued": result.cas_requeued}
