@@ -1,4 +1,4 @@
-"""Issuance as the API sees it: the request body, its fingerprint for idempotency, and the read models.
+"""The HTTP models of issuance: the request body, its fingerprint for idempotency, and the read models.
 
 The API evaluates a request with ``shared.policy.evaluation.evaluate_request`` before writing it (a fast 4xx),
 stores exactly what it validated, and the worker evaluates the same stored input again before signing.

@@ -1,4 +1,4 @@
-"""Bulk batches as the API sees them: the body, per-item evaluation, and the read models."""
+"""The HTTP models of bulk batches: the body, per-item evaluation, and the read models."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from uuid import UUID
 
 from pydantic import Field, ValidationError
 
+from api.certificates.schemas import IssueBody
 from shared.camel import CamelModel
 from shared.db.batches import BatchRow, Counts, NewItem
 from shared.db.requests import CertificateRow, RequestRow
 from shared.errors import BadRequest, FieldError, KmsError
-from shared.issuance import IssueBody
 from shared.pki.csr import MAX_CSR_BYTES
 from shared.policy.attributes import IssueAttributes
 from shared.policy.evaluation import evaluate_request

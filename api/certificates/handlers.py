@@ -1,4 +1,4 @@
-"""Issuance: ``/api/v1/cert-manager/certificates`` and its certificate requests."""
+"""The routes of ``/api/v1/cert-manager/certificates`` and its certificate requests (issuance)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,7 @@ from aiohttp import web
 
 from api.auth import current_identity
 from api.body import parse, path_uuid, query_int, query_uuid
-from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
-from api.routing import Routes, absolute_url
-from shared import access
-from shared.db import Executor, audit
-from shared.db import requests as db
-from shared.db.identities import Identity
-from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
-from shared.errors import BadRequest, Conflict, FieldError, KmsError, NotFound, PolicyViolation
-from shared.issuance import (
+from api.certificates.schemas import (
     MAX_WAIT_SECONDS,
     CertificateBody,
     CertificateRequestList,
@@ -32,6 +24,14 @@ from shared.issuance import (
     encode_cursor,
     request_fingerprint,
 )
+from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
+from api.routing import Routes, absolute_url
+from shared import access
+from shared.db import Executor, audit
+from shared.db import requests as db
+from shared.db.identities import Identity
+from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
+from shared.errors import BadRequest, Conflict, FieldError, KmsError, NotFound, PolicyViolation
 from shared.pki.keys import load_private_key_der, private_key_to_pem
 from shared.policy.attributes import IssueAttributes
 from shared.policy.evaluation import evaluate_request
