@@ -15,16 +15,18 @@ from api.certificates.handlers import private_keys_pem
 from api.certificates.schemas import MAX_WAIT_SECONDS, check_idempotency_key, request_fingerprint
 from api.context import BROKER, DB, EVALUATOR_PROCESSES, EVALUATORS, ISSUING_CONTEXTS, NOTIFICATIONS, SETTINGS
 from api.routing import Routes, absolute_url
-from shared import access, tasks
+from shared import access, registration, tasks
 from shared.db import batches as db
 from shared.db.batches import BatchRow, NewItem
 from shared.db.identities import Identity
-from shared.errors import BadRequest, Conflict, FieldError, NotFound
+from shared.errors import BadRequest, FieldError, NotFound
 from shared.profiles import IssuingContext
 
 routes = Routes("bulk batches")
 BASE = "/api/v1/cert-manager/certificate-batches"
 NDJSON = "application/x-ndjson"
+# Requests per broker message: a worker claims and signs one chunk at a time.
+CHUNK_SIZE = 100
 
 
 @routes.route("POST", BASE, summary="Submit up to 10,000 certificate requests at once", body=schemas.BatchBody,
@@ -45,36 +47,25 @@ async def create(request: web.Request) -> web.Response:
     fingerprint = request_fingerprint(body) if idempotency_key else None
     if idempotency_key is not None:
         # A retry (after a lost answer or a 503) gets the batch it repeats, before the costly evaluation.
-        existing = await db.batch_by_idempotency_key(pool, identity.project_id, idempotency_key)
+        existing = await registration.repeated_batch(pool, identity.project_id, idempotency_key, fingerprint)
         if existing is not None:
-            return _created(request, _repeated(existing, fingerprint))
+            return _created(request, existing)
     items = await _evaluate(request, body, contexts)
-    async with pool.acquire() as conn, conn.transaction():
-        inserted = await db.insert_batch(conn, project_id=identity.project_id, profile_id=body.profile_id,
-                                         requested_by=identity.id, items=items, idempotency_key=idempotency_key,
-                                         request_hash=fingerprint)
-    if inserted is None:  # a concurrent submission with the same key committed first
-        assert idempotency_key is not None
-        existing = await db.batch_by_idempotency_key(pool, identity.project_id, idempotency_key)
-        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
-            raise Conflict("idempotency key conflict; retry")
-        return _created(request, _repeated(existing, fingerprint))
-    batch, pending = inserted
+    async with pool.acquire() as conn:
+        registered = await registration.register_batch(
+            conn, project_id=identity.project_id, profile_id=body.profile_id, requested_by=identity.id,
+            items=items, idempotency_key=idempotency_key, request_hash=fingerprint)
+    if not registered.created:  # a concurrent submission with the same key committed first
+        return _created(request, registered.batch)
+    batch, pending = registered.batch, registered.pending
     # One message per chunk, not per item. The batch is committed: sending is best effort, and the
     # reconciler re-sends whatever a lost message leaves pending (DESIGN.md 4.1). Answering 503 here
     # would make the client retry and double the batch.
     ids = [str(request_id) for _, request_id in pending]
-    for start in range(0, len(ids), schemas.CHUNK_SIZE):
+    for start in range(0, len(ids), CHUNK_SIZE):
         await request.app[BROKER].send_best_effort(tasks.ISSUE_BATCH_CHUNK,
-                                                   [ids[start:start + schemas.CHUNK_SIZE], str(batch.id)])
+                                                   [ids[start:start + CHUNK_SIZE], str(batch.id)])
     return _created(request, batch)
-
-
-def _repeated(existing: BatchRow, fingerprint: bytes | None) -> BatchRow:
-    if existing.request_hash != fingerprint:
-        raise Conflict("this Idempotency-Key was used with a different batch",
-                       [FieldError("Idempotency-Key", "already used with another body")])
-    return existing
 
 
 def _created(request: web.Request, batch: BatchRow) -> web.Response:
@@ -94,11 +85,11 @@ async def _evaluate(request: web.Request, body: schemas.BatchBody, contexts: dic
     """Evaluate every item off the event loop. A large batch is split over the evaluator processes (all
     cores, and the GIL of this process stays free for other requests); a small one runs in a thread."""
     if len(body.items) < PARALLEL_FROM:
-        return await asyncio.to_thread(schemas.evaluate_items, body, contexts)
+        return await asyncio.to_thread(registration.evaluate_batch_items, body.profile_id, body.items, contexts)
     pool = request.app[EVALUATORS]
     loop = asyncio.get_running_loop()
     size = -(-len(body.items) // (2 * EVALUATOR_PROCESSES))
-    slices = [loop.run_in_executor(pool, schemas.evaluate_slice, body.profile_id, body.items[start:start + size],
+    slices = [loop.run_in_executor(pool, registration.evaluate_slice, body.profile_id, body.items[start:start + size],
                                    start, contexts)
               for start in range(0, len(body.items), size)]
     return [item for part in await asyncio.gather(*slices) for item in part]
