@@ -48,7 +48,7 @@ class ApiError(Exception):
 def item_cursor(after_index: int) -> str | None:
     """The cursor that makes the batch items endpoint answer from ``after_index + 1`` on (None: from 0).
 
-    The API's item cursors are ``i<index of the last item seen>`` (``shared/batches.py``); building one
+    The API's item cursors are ``i<index of the last item seen>`` (``api/batches/schemas.py``); building one
     lets an interrupted download resume after any index instead of paging again from the start.
     """
     return None if after_index < 0 else f"i{after_index}"

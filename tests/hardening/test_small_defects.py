@@ -15,11 +15,11 @@ import asyncpg
 import pytest
 from cryptography import x509
 
+from api.certificates.schemas import IssueBody
 from shared.config import Settings
 from shared.db import policies as policies_db
 from shared.db import requests as requests_db
 from shared.db.pool import create_pool
-from shared.issuance import IssueBody
 from tests.api_client import ApiClient, Tenant
 from tests.batches.batching import all_items, csr_item, server_key_item, streamed_items, wait_completed
 from tests.batches.batching import submit as submit_batch

@@ -25,7 +25,8 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from shared.authorities import CreateCaBody, record_ca
+from api.authorities.schemas import CreateCaBody
+from shared.authorities import record_ca
 from shared.config import Settings
 from shared.db.pool import dedicated
 from shared.secrets.envelope import EnvelopeError, load_root_key
@@ -99,7 +100,7 @@ async def _pending_root_ca(pool: asyncpg.Pool, tenant: Tenant) -> UUID:
     body = CreateCaBody.model_validate({"projectId": tenant.project_id, "name": "after rollback", "type": "root",
                                         "commonName": "After Rollback Root", "keyAlgorithm": "EC_prime256v1",
                                         "ttl": "1y"})
-    return (await record_ca(pool, body)).id
+    return (await record_ca(pool, body.new_ca())).id
 
 
 async def test_ca_whose_first_creation_rolled_back_signs_in_another_worker_process(

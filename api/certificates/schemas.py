@@ -1,7 +1,6 @@
-"""Issuance as the API sees it: the request body, its fingerprint for idempotency, and the read models.
+"""The HTTP models of issuance: the request body, its fingerprint for idempotency, and the read models.
 
-The API evaluates a request with ``shared.policy.evaluation.evaluate_request`` before writing it (a fast 4xx),
-stores exactly what it validated, and the worker evaluates the same stored input again before signing.
+What a body asks for is validated and written by the registration authority (``shared.registration``).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from shared.db.requests import CertificateRow, RequestRow
 from shared.errors import BadRequest, FieldError
 from shared.pki.csr import MAX_CSR_BYTES
 from shared.policy.attributes import IssueAttributes
+from shared.registration import stored_attributes
 
 MAX_WAIT_SECONDS = 30
 IDEMPOTENCY_KEY_MAX = 255
@@ -33,9 +33,8 @@ class IssueBody(CamelModel):
     remove_roots_from_chain: bool = False
 
     def stored_attributes(self) -> dict[str, Any] | None:
-        if self.attributes is None:
-            return None
-        return self.attributes.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        """The attributes as the registration authority stores them with the request."""
+        return stored_attributes(self.attributes)
 
 
 def request_fingerprint(body: CamelModel) -> bytes:

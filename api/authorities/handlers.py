@@ -1,15 +1,16 @@
-"""Internal certificate authorities: ``/api/v1/cert-manager/ca/internal``."""
+"""The routes of ``/api/v1/cert-manager/ca/internal`` (internal certificate authorities)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from api.auth import current_identity
+from api.authorities.schemas import CaCertificate, CaList, CaView, CreateCaBody, UpdateCaBody
 from api.body import parse, path_uuid, query_uuid
 from api.context import BROKER, DB, NOTIFICATIONS, SETTINGS
 from api.routing import Routes, absolute_url
 from shared import access, tasks
-from shared.authorities import CaCertificate, CaList, CaView, CreateCaBody, UpdateCaBody, record_ca
+from shared.authorities import record_ca
 from shared.db import audit
 from shared.db import authorities as db
 from shared.db.authorities import Authority
@@ -38,7 +39,7 @@ async def create(request: web.Request) -> web.Response:
     access.authorize(identity, body.project_id, "admin")
     pool = request.app[DB]
     async with pool.acquire() as conn, conn.transaction():
-        ca = await record_ca(conn, body)
+        ca = await record_ca(conn, body.new_ca())
         await audit.record(conn, project_id=body.project_id, actor=f"identity:{identity.id}", action="ca.request",
                            subject_type="ca", subject_id=str(ca.id), details={"type": ca.type})
     # After the commit, sending is best effort: the reconciler re-sends a CA left pending (DESIGN.md 4.1),

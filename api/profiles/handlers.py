@@ -1,4 +1,4 @@
-"""Certificate policies and certificate profiles (admin writes, viewer reads)."""
+"""The routes of certificate policies and certificate profiles (admin writes, viewer reads)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aiohttp import web
 from api.auth import current_identity
 from api.body import parse, path_uuid, query_uuid, storable
 from api.context import DB
+from api.profiles import schemas
 from api.routing import Routes
 from shared import access
 from shared import profiles as svc
@@ -52,52 +53,52 @@ def _json(view: Any, status: int = 200) -> web.Response:
 
 # -- policies -------------------------------------------------------------------------------------
 
-@routes.route("POST", POLICIES, summary="Create a certificate policy", body=svc.CreatePolicyBody,
-              response=svc.PolicyView, status=201)
+@routes.route("POST", POLICIES, summary="Create a certificate policy", body=schemas.CreatePolicyBody,
+              response=schemas.PolicyView, status=201)
 async def create_policy(request: web.Request) -> web.Response:
-    body = await parse(request, svc.CreatePolicyBody)
+    body = await parse(request, schemas.CreatePolicyBody)
     access.authorize(current_identity(request), body.project_id, "admin")
     async with request.app[DB].acquire() as conn, conn.transaction():
         row = await db.insert_policy(conn, project_id=body.project_id, name=body.name,
-                                     description=body.description, rules=svc.rules_json(body))
+                                     description=body.description, rules=schemas.rules_json(body))
         if row is None:
             raise svc.name_taken(body.name)
         await audit.record(conn, project_id=body.project_id, actor=_actor(request), action="policy.create",
                            subject_type="policy", subject_id=str(row.id))
-    return _json(svc.PolicyView.of(row), 201)
+    return _json(schemas.PolicyView.of(row), 201)
 
 
-@routes.route("GET", POLICIES, summary="List certificate policies", response=svc.PolicyList,
+@routes.route("GET", POLICIES, summary="List certificate policies", response=schemas.PolicyList,
               query={"projectId": "project"})
 async def list_policies(request: web.Request) -> web.Response:
     project_id = query_uuid(request, "projectId")
     assert project_id is not None
     access.authorize(current_identity(request), project_id, "viewer")
     rows = await db.list_policies(request.app[DB], project_id)
-    return _json(svc.PolicyList(items=[svc.PolicyView.of(r) for r in rows]))
+    return _json(schemas.PolicyList(items=[schemas.PolicyView.of(r) for r in rows]))
 
 
-@routes.route("GET", POLICIES + "/{policyId}", summary="A certificate policy", response=svc.PolicyView)
+@routes.route("GET", POLICIES + "/{policyId}", summary="A certificate policy", response=schemas.PolicyView)
 async def get_policy(request: web.Request) -> web.Response:
-    return _json(svc.PolicyView.of(await _policy(request, "viewer")))
+    return _json(schemas.PolicyView.of(await _policy(request, "viewer")))
 
 
 @routes.route("PATCH", POLICIES + "/{policyId}", summary="Change a certificate policy",
-              body=svc.UpdatePolicyBody, response=svc.PolicyView)
+              body=schemas.UpdatePolicyBody, response=schemas.PolicyView)
 async def update_policy(request: web.Request) -> web.Response:
     current = await _policy(request, "admin")
-    patch = await parse(request, svc.UpdatePolicyBody)
+    patch = await parse(request, schemas.UpdatePolicyBody)
     name = patch.name if patch.name is not None else current.name
     async with request.app[DB].acquire() as conn, conn.transaction():
         row = await db.update_policy(
             conn, current.id, name=name,
             description=patch.description if patch.description is not None else current.description,
-            rules=svc.merged_rules(current, patch))
+            rules=schemas.merged_rules(current, patch))
         if row is None:
             raise svc.name_taken(name)
         await audit.record(conn, project_id=row.project_id, actor=_actor(request), action="policy.update",
                            subject_type="policy", subject_id=str(row.id))
-    return _json(svc.PolicyView.of(row))
+    return _json(schemas.PolicyView.of(row))
 
 
 @routes.route("DELETE", POLICIES + "/{policyId}", summary="Delete an unused certificate policy", status=204)
@@ -120,10 +121,10 @@ async def delete_policy(request: web.Request) -> web.Response:
 
 # -- profiles -------------------------------------------------------------------------------------
 
-@routes.route("POST", PROFILES, summary="Create a certificate profile", body=svc.CreateProfileBody,
-              response=svc.ProfileView, status=201)
+@routes.route("POST", PROFILES, summary="Create a certificate profile", body=schemas.CreateProfileBody,
+              response=schemas.ProfileView, status=201)
 async def create_profile(request: web.Request) -> web.Response:
-    body = await parse(request, svc.CreateProfileBody)
+    body = await parse(request, schemas.CreateProfileBody)
     access.authorize(current_identity(request), body.project_id, "admin")
     async with request.app[DB].acquire() as conn, conn.transaction():
         await svc.check_profile_links(conn, body.project_id, body.issuer_type, body.ca_id,
@@ -137,21 +138,21 @@ async def create_profile(request: web.Request) -> web.Response:
             raise svc.slug_taken(body.slug)
         await audit.record(conn, project_id=body.project_id, actor=_actor(request), action="profile.create",
                            subject_type="profile", subject_id=str(row.id))
-    return _json(svc.ProfileView.of(row), 201)
+    return _json(schemas.ProfileView.of(row), 201)
 
 
-@routes.route("GET", PROFILES, summary="List certificate profiles", response=svc.ProfileList,
+@routes.route("GET", PROFILES, summary="List certificate profiles", response=schemas.ProfileList,
               query={"projectId": "project"})
 async def list_profiles(request: web.Request) -> web.Response:
     project_id = query_uuid(request, "projectId")
     assert project_id is not None
     access.authorize(current_identity(request), project_id, "viewer")
     rows = await db.list_profiles(request.app[DB], project_id)
-    return _json(svc.ProfileList(items=[svc.ProfileView.of(r) for r in rows]))
+    return _json(schemas.ProfileList(items=[schemas.ProfileView.of(r) for r in rows]))
 
 
 @routes.route("GET", PROFILES + "/slug/{slug}", summary="A certificate profile by slug",
-              response=svc.ProfileView, query={"projectId": "project (defaults to the caller's)"})
+              response=schemas.ProfileView, query={"projectId": "project (defaults to the caller's)"})
 async def get_profile_by_slug(request: web.Request) -> web.Response:
     identity = current_identity(request)
     project_id: UUID = query_uuid(request, "projectId", required=False) or identity.project_id
@@ -161,19 +162,19 @@ async def get_profile_by_slug(request: web.Request) -> web.Response:
     row = await db.get_profile_by_slug(request.app[DB], project_id, slug) if storable(slug) else None
     if row is None:
         raise NotFound("no such certificate profile")
-    return _json(svc.ProfileView.of(row))
+    return _json(schemas.ProfileView.of(row))
 
 
-@routes.route("GET", PROFILES + "/{profileId}", summary="A certificate profile", response=svc.ProfileView)
+@routes.route("GET", PROFILES + "/{profileId}", summary="A certificate profile", response=schemas.ProfileView)
 async def get_profile(request: web.Request) -> web.Response:
-    return _json(svc.ProfileView.of(await _profile(request, "viewer")))
+    return _json(schemas.ProfileView.of(await _profile(request, "viewer")))
 
 
 @routes.route("PATCH", PROFILES + "/{profileId}", summary="Change a certificate profile",
-              body=svc.UpdateProfileBody, response=svc.ProfileView)
+              body=schemas.UpdateProfileBody, response=schemas.ProfileView)
 async def update_profile(request: web.Request) -> web.Response:
     current = await _profile(request, "admin")
-    patch = await parse(request, svc.UpdateProfileBody)
+    patch = await parse(request, schemas.UpdateProfileBody)
     given = patch.model_fields_set
     issuer_type = patch.issuer_type or current.issuer_type
     ca_id = patch.ca_id if "ca_id" in given else (current.ca_id if issuer_type == "ca" else None)
@@ -193,7 +194,7 @@ async def update_profile(request: web.Request) -> web.Response:
             raise svc.slug_taken(slug)
         await audit.record(conn, project_id=row.project_id, actor=_actor(request), action="profile.update",
                            subject_type="profile", subject_id=str(row.id))
-    return _json(svc.ProfileView.of(row))
+    return _json(schemas.ProfileView.of(row))
 
 
 @routes.route("DELETE", PROFILES + "/{profileId}", summary="Delete a certificate profile", status=204)

@@ -1,25 +1,15 @@
-"""Issuance: ``/api/v1/cert-manager/certificates`` and its certificate requests."""
+"""The routes of ``/api/v1/cert-manager/certificates`` and its certificate requests (issuance)."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
 from api.auth import current_identity
 from api.body import parse, path_uuid, query_int, query_uuid
-from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
-from api.routing import Routes, absolute_url
-from shared import access
-from shared.db import Executor, audit
-from shared.db import requests as db
-from shared.db.identities import Identity
-from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
-from shared.errors import BadRequest, Conflict, FieldError, KmsError, NotFound, PolicyViolation
-from shared.issuance import (
+from api.certificates.schemas import (
     MAX_WAIT_SECONDS,
     CertificateBody,
     CertificateRequestList,
@@ -32,10 +22,15 @@ from shared.issuance import (
     encode_cursor,
     request_fingerprint,
 )
+from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
+from api.routing import Routes, absolute_url
+from shared import access, registration
+from shared.db import Executor, audit
+from shared.db import requests as db
+from shared.db.identities import Identity
+from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
+from shared.errors import BadRequest, FieldError, KmsError, NotFound
 from shared.pki.keys import load_private_key_der, private_key_to_pem
-from shared.policy.attributes import IssueAttributes
-from shared.policy.evaluation import evaluate_request
-from shared.profiles import IssuingContext
 from shared.secrets.envelope import EnvelopeError
 
 routes = Routes("certificates")
@@ -128,43 +123,12 @@ async def issue(request: web.Request) -> web.Response:
         raise NotFound("no such certificate profile", [FieldError("profileId", "no such profile in this project")])
     access.authorize(identity, ctx.profile.project_id, "issuer")
     fingerprint = request_fingerprint(body) if idempotency_key else None
-    if idempotency_key is not None:
-        # A retry is answered with the request it repeats, before any re-evaluation: the policy or the CA
-        # may have changed since, and a retry must not be refused for a request that was accepted (or issued).
-        existing = await db.request_by_idempotency_key(pool, ctx.profile.project_id, idempotency_key)
-        if existing is not None:
-            return await _answer(request, identity, _repeated(existing, fingerprint), wait)
-    _check_issuer_active(ctx)
-    # Validate now for a fast, complete 4xx; the worker evaluates the stored input again before signing.
-    evaluate_request(rules=ctx.rules, defaults=ctx.defaults, attributes=body.attributes, csr_pem=body.csr,
-                     now=datetime.now(UTC))
-    row = await db.insert_request(
-        pool, project_id=ctx.profile.project_id, profile_id=ctx.profile.id, csr_pem=body.csr,
-        attributes=body.stored_attributes(), server_key=body.csr is None,
-        remove_roots=body.remove_roots_from_chain, requested_by=identity.id, idempotency_key=idempotency_key,
-        request_hash=fingerprint)
-    if row is None:  # a concurrent request with the same key inserted first
-        assert idempotency_key is not None
-        existing = await db.request_by_idempotency_key(pool, ctx.profile.project_id, idempotency_key)
-        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
-            raise Conflict("idempotency key conflict; retry")
-        row = _repeated(existing, fingerprint)
-    else:
-        _enqueue(request, row.id)
-    return await _answer(request, identity, row, wait)
-
-
-def _repeated(existing: RequestRow, fingerprint: bytes | None) -> RequestRow:
-    """The request an Idempotency-Key was first used for, if this body is the same; else 409."""
-    if existing.request_hash != fingerprint:
-        raise Conflict("this Idempotency-Key was used with a different request body",
-                       [FieldError("Idempotency-Key", "already used with another body")])
-    return existing
-
-
-def _check_issuer_active(ctx: IssuingContext) -> None:
-    if ctx.profile.issuer_type == "ca" and ctx.ca_status != "active":
-        raise PolicyViolation([FieldError("profileId", f"the profile's CA is {ctx.ca_status}; it signs nothing")])
+    registered = await registration.register_request(
+        pool, ctx, csr_pem=body.csr, attributes=body.attributes, remove_roots=body.remove_roots_from_chain,
+        requested_by=identity.id, idempotency_key=idempotency_key, request_hash=fingerprint)
+    if registered.created:
+        _enqueue(request, registered.request.id)
+    return await _answer(request, identity, registered.request, wait)
 
 
 async def _answer(request: web.Request, identity: Identity, row: RequestRow, wait: float) -> web.Response:
@@ -264,32 +228,10 @@ async def renew(request: web.Request) -> web.Response:
     pool = request.app[DB]
     original = await db.get_request(pool, cert.request_id, cert.project_id)
     assert original is not None
-    if not original.server_key or cert.encrypted_private_key is None:
-        raise PolicyViolation([FieldError("certificateId", "only certificates whose key the server generated can be "
-                                                           "renewed here; submit a new CSR to the issue endpoint")])
+    registration.check_renewable(original, cert)
     ctx = await request.app[ISSUING_CONTEXTS].get(pool, cert.profile_id)
     assert ctx is not None
-    _check_issuer_active(ctx)
-    stored = _renewal_attributes(original.attributes)
-    attributes = IssueAttributes.model_validate(stored or {})
-    evaluate_request(rules=ctx.rules, defaults=ctx.defaults, attributes=attributes, csr_pem=None,
-                     now=datetime.now(UTC))
-    row = await db.insert_request(
-        pool, project_id=cert.project_id, profile_id=cert.profile_id, csr_pem=None, attributes=stored,
-        server_key=True, remove_roots=original.remove_roots, requested_by=identity.id, renewal_of=cert.id)
-    assert row is not None
+    row = await registration.register_renewal(pool, ctx, original=original, certificate=cert,
+                                              requested_by=identity.id)
     _enqueue(request, row.id)
     return await _answer(request, identity, row, wait)
-
-
-def _renewal_attributes(stored: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The original request's attributes for its renewal, with an absolute validity window (notBefore +
-    notAfter) turned into its length: kept as is, the renewal would expire with the certificate it
-    replaces, and could not be issued at all once that window has passed."""
-    if not stored or stored.get("notAfter") is None:
-        return stored
-    original = IssueAttributes.model_validate(stored)
-    assert original.not_before is not None and original.not_after is not None
-    renewed = {k: v for k, v in stored.items() if k not in ("notBefore", "notAfter")}
-    renewed["ttl"] = f"{int((original.not_after - original.not_before).total_seconds())}s"
-    return renewed
