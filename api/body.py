@@ -9,7 +9,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import BadRequest, FieldError, NotFound, PayloadTooLarge
+from shared.errors import BadRequest, FieldError, PayloadTooLarge, ValidationFailure
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -91,7 +91,10 @@ def validate(model: type[M], data: Any, prefix: str = "") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadRequest("request body failed validation", field_errors(exc, prefix)) from None
+        errors = field_errors(exc, prefix)
+        listed = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        raise ValidationFailure(f"request body failed validation: {listed}" if listed else
+                                "request body failed validation", errors) from None
 
 
 async def parse(request: web.Request, model: type[M]) -> M:
@@ -99,23 +102,24 @@ async def parse(request: web.Request, model: type[M]) -> M:
 
 
 def path_uuid(request: web.Request, name: str) -> UUID:
-    """A UUID from the path; anything else is a 404 (there is no such resource), not a 400."""
+    """A UUID from the path; anything else fails the schema (422, as upstream answers it)."""
     try:
         return UUID(request.match_info[name])
     except ValueError:
-        raise NotFound(f"no such {name.removesuffix('Id')}") from None
+        raise ValidationFailure(f"{name} in the path is not a UUID", [FieldError(name, "not a UUID")]) from None
 
 
 def query_uuid(request: web.Request, name: str, *, required: bool = True) -> UUID | None:
     value = request.query.get(name)
     if value is None:
         if required:
-            raise BadRequest(f"query parameter {name} is required", [FieldError(name, "required")])
+            raise ValidationFailure(f"query parameter {name} is required", [FieldError(name, "required")])
         return None
     try:
         return UUID(value)
     except ValueError:
-        raise BadRequest(f"query parameter {name} is not a UUID", [FieldError(name, "not a UUID")]) from None
+        raise ValidationFailure(f"query parameter {name} is not a UUID", [FieldError(name, "not a UUID")]) \
+            from None
 
 
 def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
@@ -125,9 +129,9 @@ def query_int(request: web.Request, name: str, *, default: int, low: int, high: 
     try:
         n = int(value)
     except ValueError:
-        raise BadRequest(f"query parameter {name} must be an integer", [FieldError(name, "not an integer")]) \
-            from None
+        raise ValidationFailure(f"query parameter {name} must be an integer",
+                                [FieldError(name, "not an integer")]) from None
     if not low <= n <= high:
-        raise BadRequest(f"query parameter {name} must be between {low} and {high}",
+        raise ValidationFailure(f"query parameter {name} must be between {low} and {high}",
                          [FieldError(name, f"must be between {low} and {high}")])
     return n

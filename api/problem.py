@@ -9,6 +9,11 @@ from aiohttp import web
 from shared.errors import FieldError, KmsError
 
 PROBLEM_TYPE_BASE = "https://kms.hanzo.ai/problems/"
+# Upstream's ``error`` names for answers that do not come from a KmsError (the router's, 500s, 503s).
+ERROR_NAMES = {400: "BadRequest", 401: "UnauthorizedError", 403: "PermissionDenied", 404: "NotFound",
+               405: "MethodNotAllowed", 409: "Conflict", 413: "PayloadTooLarge", 415: "UnsupportedMediaType",
+               422: "ValidationFailure", 429: "RateLimitExceeded", 500: "InternalServerError",
+               503: "ServiceUnavailable"}
 
 
 def problem_response(
@@ -20,16 +25,24 @@ def problem_response(
     type_slug: str = "about:blank",
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    error: str | None = None,
 ) -> web.Response:
+    """One body for both kinds of client (DESIGN.md 5.1): RFC 9457 problem fields and upstream's
+    ``{reqId, statusCode, message, error, details}``."""
+    listed = [e.as_dict() for e in errors or []]
     body = {
         "type": type_slug if type_slug == "about:blank" else PROBLEM_TYPE_BASE + type_slug,
         "title": title,
         "status": status,
         "detail": detail,
-        "errors": [e.as_dict() for e in errors or []],
+        "errors": listed,
         "requestId": request_id,
-        # Upstream's clients show ``message`` (DESIGN 5.1): the same text as ``detail``.
+        # Upstream's clients show ``message``: the same text as ``detail`` (every violation joined).
         "message": detail,
+        "reqId": request_id,
+        "statusCode": status,
+        "error": error or ERROR_NAMES.get(status, "Error"),
+        "details": listed,
     }
     return web.Response(
         status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers
@@ -43,5 +56,5 @@ def from_error(err: KmsError, request_id: str | None) -> web.Response:
         headers = {"Retry-After": str(retry_after)}
     return problem_response(
         err.status, err.title, err.detail, request_id=request_id, type_slug=err.type_slug,
-        errors=err.errors, headers=headers,
+        errors=err.errors, headers=headers, error=err.error,
     )

@@ -28,6 +28,8 @@ class KmsError(Exception):
     status: int = 500
     title: str = "Internal Server Error"
     type_slug: str = "about:blank"
+    # The ``error`` field of upstream's error body (DESIGN.md 5.1), which its clients log.
+    error: str = "InternalServerError"
 
     def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail)
@@ -39,36 +41,42 @@ class BadRequest(KmsError):
     status = 400
     title = "Bad Request"
     type_slug = "bad-request"
+    error = "BadRequest"
 
 
 class Unauthorized(KmsError):
     status = 401
     title = "Unauthorized"
     type_slug = "unauthorized"
+    error = "UnauthorizedError"
 
 
 class Forbidden(KmsError):
     status = 403
     title = "Forbidden"
     type_slug = "forbidden"
+    error = "PermissionDenied"
 
 
 class NotFound(KmsError):
     status = 404
     title = "Not Found"
     type_slug = "not-found"
+    error = "NotFound"
 
 
 class Conflict(KmsError):
     status = 409
     title = "Conflict"
     type_slug = "conflict"
+    error = "Conflict"
 
 
 class PayloadTooLarge(KmsError):
     status = 413
     title = "Payload Too Large"
     type_slug = "payload-too-large"
+    error = "PayloadTooLarge"
 
 
 class PolicyViolation(KmsError):
@@ -77,14 +85,24 @@ class PolicyViolation(KmsError):
     ``errors`` lists every violation at once, each naming the field it concerns.
     """
 
-    status = 422
-    title = "Unprocessable Content"
+    status = 400
+    title = "Bad Request"
     type_slug = "policy-violation"
+    error = "BadRequest"
 
     def __init__(self, errors: list[FieldError], detail: str | None = None) -> None:
         if detail is None:
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "request violates the policy"
         super().__init__(detail, errors)
+
+
+class ValidationFailure(KmsError):
+    """A request that fails the schema: a wrong type, a missing field, a malformed id (upstream's 422)."""
+
+    status = 422
+    title = "Unprocessable Content"
+    type_slug = "validation-failure"
+    error = "ValidationFailure"
 
 
 class RateLimited(KmsError):
@@ -93,6 +111,7 @@ class RateLimited(KmsError):
     status = 429
     title = "Too Many Requests"
     type_slug = "rate-limited"
+    error = "RateLimitExceeded"
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
@@ -103,6 +122,7 @@ class ServiceUnavailable(KmsError):
     status = 503
     title = "Service Unavailable"
     type_slug = "service-unavailable"
+    error = "ServiceUnavailable"
 
     def __init__(self, detail: str, retry_after: int = 5) -> None:
         super().__init__(detail)

@@ -24,11 +24,13 @@ class Reply:
 
 def assert_problem(r: Reply, status: int | Collection[int]) -> None:
     """A clear problem+json answer with the status (or one of the statuses) given: it names its request
-    id, as the X-Request-Id header does, and shows no traceback."""
+    id, as the X-Request-Id header does, carries upstream's fields too (DESIGN.md 5.1), and shows no
+    traceback."""
     wanted = {status} if isinstance(status, int) else set(status)
     assert r.status in wanted, (r.status, r.body)
     assert r.is_problem(), (r.content_type, r.body)
-    assert r.body["requestId"] == r.headers["X-Request-Id"]
+    assert r.body["requestId"] == r.body["reqId"] == r.headers["X-Request-Id"], r.body
+    assert r.body["statusCode"] == r.status and r.body["message"] == r.body["detail"], r.body
     assert "Traceback" not in str(r.body)
 
 

@@ -98,9 +98,9 @@ STORED: Final = {"stored": True}
 
 
 class PolicyModel(BaseModel):
-    """Base of the policy's JSON models: camelCase on the wire, unknown fields rejected (typos fail)."""
+    """Base of the policy's JSON models: camelCase on the wire, unknown fields ignored (DESIGN.md 5.1)."""
 
-    model_config = ConfigDict(populate_by_name=True, alias_generator=to_camel, extra="forbid")
+    model_config = ConfigDict(populate_by_name=True, alias_generator=to_camel, extra="ignore")
 
 
 def _check_patterns(patterns: list[str]) -> list[str]:

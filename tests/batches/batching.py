@@ -95,8 +95,7 @@ HOSTILE: dict[str, tuple[Callable[[int], Item], tuple[str, ...]]] = {
     "csr-with-bad-signature": (lambda i: {"csr": _csr_with_bad_signature(i)}, ("signature does not verify",)),
     "rsa-1024-csr": (lambda i: {"csr": make_csr(name_of(i), _rsa_1024_key())}, ("1024",)),
     "wrong-type-in-attributes": (lambda i: _attributes(i, commonName=i), ("attributes.commonName", "string")),
-    "unknown-attribute-field": (lambda i: _attributes(i, favouriteColour="blue"),
-                                ("attributes.favouriteColour", "not permitted")),
+    "alt-names-not-a-list": (lambda i: _attributes(i, altNames=name_of(i)), ("attributes.altNames", "list")),
     "ttl-over-policy-max": (lambda i: _attributes(i, ttl="365d"), ("ttl", "90d")),
     "san-type-without-rule": (
         lambda i: _attributes(i, altNames=[{"type": "dns_name", "value": name_of(i)},
@@ -104,9 +103,18 @@ HOSTILE: dict[str, tuple[Callable[[int], Item], tuple[str, ...]]] = {
         ("email",)),
     "attributes-not-an-object": (lambda i: {"attributes": f"CN={name_of(i)}"}, ("attributes", "dictionary")),
     "unknown-key-algorithm": (lambda i: _attributes(i, keyAlgorithm="RSA_1024"), ("attributes.keyAlgorithm",)),
-    "unknown-item-field": (lambda i: {**server_key_item(i), "comment": "please"}, ("comment", "not permitted")),
+    "csr-not-a-string": (lambda i: {"csr": i}, ("csr", "string")),
     "item-profile-id-not-a-uuid": (lambda i: {**server_key_item(i), "profileId": "web"}, ("profileId", "UUID")),
 }
+
+
+def with_unknown_fields(item: Item) -> Item:
+    """The item as a newer client sends it, with fields this version does not know: they are ignored
+    (DESIGN.md 5.1), so the item is as valid as it was."""
+    extended: Item = {**item, "comment": "please"}
+    if "attributes" in item:
+        extended["attributes"] = {**item["attributes"], "favouriteColour": "blue"}
+    return extended
 
 
 def hostile_item(kind: str, index: int) -> Item:

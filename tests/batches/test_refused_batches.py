@@ -20,7 +20,7 @@ def fields(r: Reply) -> list[str]:
     return [e["field"] for e in r.body.get("errors", [])]
 
 
-async def test_batch_of_10001_items_is_a_400_naming_items_and_writes_nothing(
+async def test_batch_of_10001_items_is_a_422_naming_items_and_writes_nothing(
     worker: Stack, tenant: Tenant, db: asyncpg.Connection
 ) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
@@ -28,13 +28,14 @@ async def test_batch_of_10001_items_is_a_400_naming_items_and_writes_nothing(
 
     r = await submit(tenant.admin, pki.profile_id, [server_key_item(i) for i in range(10_001)])
 
-    assert_problem(r, 400)
+    assert_problem(r, 422)
+    assert r.body["error"] == "ValidationFailure", r.body
     assert fields(r) == ["items"], r.body
     assert "10000" in r.body["errors"][0]["message"], r.body
     assert await rows_written(db) == before
 
 
-async def test_empty_batch_is_a_400_naming_items_and_writes_nothing(
+async def test_empty_batch_is_a_422_naming_items_and_writes_nothing(
     worker: Stack, tenant: Tenant, db: asyncpg.Connection
 ) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
@@ -42,13 +43,14 @@ async def test_empty_batch_is_a_400_naming_items_and_writes_nothing(
 
     r = await submit(tenant.admin, pki.profile_id, [])
 
-    assert_problem(r, 400)
+    assert_problem(r, 422)
+    assert r.body["error"] == "ValidationFailure", r.body
     assert fields(r) == ["items"], r.body
     assert await rows_written(db) == before
 
 
 @pytest.mark.parametrize("item", [42, "csr", None, [], True], ids=["number", "string", "null", "list", "boolean"])
-async def test_item_that_is_not_an_object_is_a_400_naming_it_and_writes_nothing(
+async def test_item_that_is_not_an_object_is_a_422_naming_it_and_writes_nothing(
     item: Any, worker: Stack, tenant: Tenant, db: asyncpg.Connection
 ) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
@@ -56,7 +58,8 @@ async def test_item_that_is_not_an_object_is_a_400_naming_it_and_writes_nothing(
 
     r = await submit(tenant.admin, pki.profile_id, [valid_item(0), valid_item(1), item])
 
-    assert_problem(r, 400)
+    assert_problem(r, 422)
+    assert r.body["error"] == "ValidationFailure", r.body
     assert fields(r) == ["items[2]"], r.body
     assert await rows_written(db) == before
 
@@ -138,7 +141,14 @@ async def test_batch_of_another_project_is_404_on_its_counters_and_its_items(
     assert_problem(await other.admin.get(f"{BATCHES}/{batch_id}/items", headers={"Accept": NDJSON}), 404)
 
 
-@pytest.mark.parametrize("batch_id", [str(uuid.UUID(int=0)), "not-a-batch-id"], ids=["unknown", "not-a-uuid"])
-async def test_batch_that_does_not_exist_is_404(batch_id: str, worker: Stack, tenant: Tenant) -> None:
+async def test_batch_that_does_not_exist_is_404(worker: Stack, tenant: Tenant) -> None:
+    batch_id = str(uuid.UUID(int=0))
     assert_problem(await tenant.admin.get(f"{BATCHES}/{batch_id}"), 404)
     assert_problem(await tenant.admin.get(f"{BATCHES}/{batch_id}/items"), 404)
+
+
+async def test_batch_id_that_is_not_a_uuid_is_a_422_naming_it(worker: Stack, tenant: Tenant) -> None:
+    for path in (f"{BATCHES}/not-a-batch-id", f"{BATCHES}/not-a-batch-id/items"):
+        r = await tenant.admin.get(path)
+        assert_problem(r, 422)
+        assert fields(r) == ["batchId"], (path, r.body)

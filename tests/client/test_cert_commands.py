@@ -130,7 +130,7 @@ async def test_cert_request_against_the_policy_lists_every_violation(cli: Cli, l
               "--san", "dns:evil.example.org", "--out", str(tmp_path / "nothing"))
     assert out.returncode == 1
     first, *details = out.stderr.splitlines()
-    assert first.startswith("error: ") and "(422)" in first
+    assert first.startswith("error: ") and "(400)" in first  # a policy violation is a 400 (DESIGN.md 5.1)
     assert any("commonName" in line or "common_name" in line for line in details), out.stderr
     assert any("altNames" in line or "dns_name" in line for line in details), out.stderr
     assert "Traceback" not in out.stderr

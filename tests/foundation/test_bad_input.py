@@ -1,4 +1,6 @@
-"""Bad input gets a clear 4xx problem+json, never a 500 or a traceback, and writes nothing."""
+"""Bad input gets a clear 4xx problem+json, never a 500 or a traceback, and writes nothing: 400 for
+malformed JSON, 422 for a body that fails the schema (DESIGN.md 5.1, upstream's codes). Unknown fields are
+ignored, as upstream does."""
 
 from __future__ import annotations
 
@@ -23,11 +25,10 @@ def identities(t: Tenant) -> str:
 CASES: dict[str, tuple[int, Callable[[Tenant], Awaitable[Reply]]]] = {
     "malformed-json": (400, lambda t: t.admin.request(
         "POST", identities(t), data=b'{"name": "x", "role":', headers={"Content-Type": "application/json"})),
-    "json-not-an-object": (400, lambda t: t.admin.post(identities(t), ["admin"])),
-    "wrong-types": (400, lambda t: t.admin.post(identities(t), {"name": 42, "role": ["admin"]})),
-    "unknown-role": (400, lambda t: t.admin.post(identities(t), {"name": "x", "role": "root"})),
-    "missing-fields": (400, lambda t: t.admin.post(identities(t), {})),
-    "unknown-field": (400, lambda t: t.admin.post(identities(t), {"name": "x", "role": "admin", "x": 1})),
+    "json-not-an-object": (422, lambda t: t.admin.post(identities(t), ["admin"])),
+    "wrong-types": (422, lambda t: t.admin.post(identities(t), {"name": 42, "role": ["admin"]})),
+    "unknown-role": (422, lambda t: t.admin.post(identities(t), {"name": "x", "role": "root"})),
+    "missing-fields": (422, lambda t: t.admin.post(identities(t), {})),
     "empty-body": (400, lambda t: t.admin.request(
         "POST", identities(t), data=b"", headers={"Content-Type": "application/json"})),
     "invalid-utf8": (400, lambda t: t.admin.request(
@@ -44,7 +45,7 @@ CASES: dict[str, tuple[int, Callable[[Tenant], Awaitable[Reply]]]] = {
     "five-mib-login": (413, lambda t: t.admin.with_token(None).request(
         "POST", "/api/v1/auth/universal-auth/login", data=b"{" + b" " * (5 * 1024 * 1024) + b"}",
         headers={"Content-Type": "application/json"})),
-    "login-wrong-types": (400, lambda t: t.admin.with_token(None).post(
+    "login-wrong-types": (422, lambda t: t.admin.with_token(None).post(
         "/api/v1/auth/universal-auth/login", {"clientId": 1, "clientSecret": None})),
     "unknown-route": (404, lambda t: t.admin.get("/api/v1/no-such-thing")),
     "wrong-method": (405, lambda t: t.admin.request("PUT", identities(t), json_body={})),
@@ -71,11 +72,50 @@ async def test_bad_input_is_4xx_problem_json_and_writes_nothing(
     assert r.status == expected, (case, r.status, r.body)
     assert r.is_problem(), (case, r.content_type, r.body)
     assert r.body["requestId"] == r.headers["X-Request-Id"]
+    assert r.body["statusCode"] == expected and r.body["message"] == r.body["detail"], (case, r.body)
+    if expected == 422:
+        assert r.body["error"] == "ValidationFailure", (case, r.body)
     assert "Traceback" not in str(r.body)
     assert await counts(db) == before
 
 
+async def test_unknown_field_is_ignored_and_the_identity_is_created(tenant: Tenant, db: asyncpg.Connection) -> None:
+    before = await db.fetchval("SELECT count(*) FROM identities")
+
+    r = await tenant.admin.post(identities(tenant), {"name": "newer-client", "role": "viewer", "x": 1})
+
+    assert r.status == 201, r.body
+    assert r.body["name"] == "newer-client" and r.body["role"] == "viewer" and "x" not in r.body, r.body
+    assert await db.fetchval("SELECT count(*) FROM identities") == before + 1
+    listed = await tenant.admin.get(identities(tenant))
+    (created,) = [i for i in listed.body["items"] if i["name"] == "newer-client"]
+    assert "x" not in created, created
+
+
 async def test_field_errors_name_every_bad_field(tenant: Tenant) -> None:
     r = await tenant.admin.post(identities(tenant), {"name": "", "role": "wizard"})
-    assert r.status == 400
+    assert r.status == 422, r.body
     assert {e["field"] for e in r.body["errors"]} == {"name", "role"}
+
+
+async def test_error_body_carries_upstream_and_problem_fields(tenant: Tenant) -> None:
+    """A 400, a 404 and a 422 each carry upstream's ``{reqId, statusCode, message, error}`` (what its
+    clients log) beside the problem+json fields (DESIGN.md 5.1)."""
+    replies = {
+        "BadRequest": await tenant.admin.request(
+            "POST", identities(tenant), data=b'{"name": "x", "role":', headers={"Content-Type": "application/json"}),
+        "NotFound": await tenant.admin.request(
+            "DELETE", f"{identities(tenant)}/00000000-0000-0000-0000-000000000000"),
+        "ValidationFailure": await tenant.admin.post(identities(tenant), {"name": 42, "role": "admin"}),
+    }
+
+    for (error, r), status in zip(replies.items(), (400, 404, 422), strict=True):
+        assert r.status == status and r.is_problem(), (error, r.status, r.body)
+        body = r.body
+        assert body["reqId"] == body["requestId"] == r.headers["X-Request-Id"], (error, body)
+        assert body["statusCode"] == body["status"] == status, (error, body)
+        assert body["error"] == error, body
+        assert body["message"] and body["message"] == body["detail"], body
+        assert body["type"].startswith("https://kms.hanzo.ai/problems/") and body["title"], body
+        assert body["details"] == body["errors"], body
+    assert [e["field"] for e in replies["ValidationFailure"].body["errors"]] == ["name"]

@@ -124,14 +124,14 @@ async def test_json_nested_deeper_than_the_parser_goes_is_400(tenant: Tenant, db
     assert await written(db, tenant.project_id) == before
 
 
-async def test_ca_not_after_past_year_9999_in_utc_is_400(tenant: Tenant, db: asyncpg.Connection) -> None:
+async def test_ca_not_after_past_year_9999_in_utc_is_422(tenant: Tenant, db: asyncpg.Connection) -> None:
     before = await written(db, tenant.project_id)
 
     r = await tenant.admin.post(CA, {"projectId": tenant.project_id, "name": "far", "type": "root",
                                      "commonName": "Far Root", "keyAlgorithm": "EC_prime256v1",
                                      "notAfter": PAST_YEAR_9999})
 
-    assert_problem(r, 400)
+    assert_problem(r, 422)
     assert [e["field"] for e in r.body["errors"]] == ["notAfter"], r.body
     assert await written(db, tenant.project_id) == before
 
@@ -143,7 +143,7 @@ WINDOWS = {
 
 
 @pytest.mark.parametrize("case", list(WINDOWS))
-async def test_validity_window_outside_years_1_to_9999_in_utc_is_400(
+async def test_validity_window_outside_years_1_to_9999_in_utc_is_422(
     case: str, worker: Stack, tenant: Tenant, db: asyncpg.Connection
 ) -> None:
     not_before, not_after, field = WINDOWS[case]
@@ -153,7 +153,7 @@ async def test_validity_window_outside_years_1_to_9999_in_utc_is_400(
 
     r = await tenant.admin.post(ISSUE, {"profileId": pki.profile_id, "attributes": attributes})
 
-    assert_problem(r, 400)
+    assert_problem(r, 422)
     assert [e["field"] for e in r.body["errors"]] == [f"attributes.{field}"], r.body
     assert await written(db, tenant.project_id) == before
 

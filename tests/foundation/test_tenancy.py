@@ -33,10 +33,16 @@ async def test_viewer_and_issuer_get_403_where_admin_is_needed(tenant: Tenant) -
             assert r.status == 403 and r.is_problem(), (role, method, r.body)
 
 
-async def test_unknown_project_and_malformed_ids_are_404(tenant: Tenant) -> None:
-    for path in ("/api/v1/projects/00000000-0000-0000-0000-000000000000/identities",
-                 "/api/v1/projects/not-a-uuid/identities",
-                 f"/api/v1/projects/{tenant.project_id}/identities/not-a-uuid"):
-        method = "DELETE" if path.endswith("not-a-uuid") and "identities/" in path else "GET"
+async def test_unknown_project_is_404(tenant: Tenant) -> None:
+    r = await tenant.admin.get("/api/v1/projects/00000000-0000-0000-0000-000000000000/identities")
+    assert r.status == 404 and r.is_problem(), r.body
+
+
+async def test_malformed_ids_in_the_path_are_422_naming_the_parameter(tenant: Tenant) -> None:
+    for method, path, field in (
+            ("GET", "/api/v1/projects/not-a-uuid/identities", "projectId"),
+            ("DELETE", f"/api/v1/projects/{tenant.project_id}/identities/not-a-uuid", "identityId")):
         r = await tenant.admin.request(method, path)
-        assert r.status == 404 and r.is_problem(), (path, r.body)
+        assert r.status == 422 and r.is_problem(), (path, r.body)
+        assert r.body["error"] == "ValidationFailure", (path, r.body)
+        assert [e["field"] for e in r.body["errors"]] == [field], (path, r.body)

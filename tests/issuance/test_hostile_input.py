@@ -76,7 +76,7 @@ async def test_malformed_json_is_a_400_problem_and_changes_nothing(
     {"profileId": "PROFILE", "removeRootsFromChain": "maybe"},
 ], ids=["profile-id-number", "profile-id-not-uuid", "profile-id-null", "csr-number", "attributes-string",
         "alt-names-object", "flag-string"])
-async def test_wrong_types_are_a_400_problem_naming_the_field_and_change_nothing(
+async def test_wrong_types_are_a_422_problem_naming_the_field_and_change_nothing(
     body: dict[str, object], worker: Stack, tenant: Tenant, db: asyncpg.Connection
 ) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
@@ -86,7 +86,8 @@ async def test_wrong_types_are_a_400_problem_naming_the_field_and_change_nothing
 
     r = await tenant.admin.post(ISSUE, sent)
 
-    assert_clear_problem(r, {400})
+    assert_clear_problem(r, {422})
+    assert r.body["error"] == "ValidationFailure", r.body
     assert any(e["field"].split(".")[0].split("[")[0] == wrong for e in r.body["errors"]), r.body
     assert await rows_of_project(db, tenant.project_id) == before
 
@@ -120,7 +121,7 @@ async def test_another_projects_profile_id_is_a_404_problem_like_an_unknown_one(
         assert await rows_of_project(db, tenant.project_id) == {"certificate_requests": 0, "certificates": 0}
 
 
-async def test_request_breaking_three_policy_rules_is_one_422_naming_all_three(
+async def test_request_breaking_three_policy_rules_is_one_400_naming_all_three(
     worker: Stack, tenant: Tenant, db: asyncpg.Connection
 ) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
@@ -130,9 +131,11 @@ async def test_request_breaking_three_policy_rules_is_one_422_naming_all_three(
 
     r = await submit(tenant.admin, pki.profile_id, attributes=attributes, wait=10)
 
-    assert_clear_problem(r, {422})
+    assert_clear_problem(r, {400})
+    assert r.body["type"].endswith("/policy-violation"), r.body
     assert {e["field"] for e in r.body["errors"]} == {"attributes.commonName", "attributes.altNames[1]",
                                                       "attributes.ttl"}, r.body
     detail = r.body["detail"]
     assert "www.evil.org" in detail and "mail.evil.org" in detail and "90d" in detail, detail
+    assert r.body["message"] == detail, r.body  # upstream's clients show every violation, joined
     assert await rows_of_project(db, tenant.project_id) == {"certificate_requests": 0, "certificates": 0}

@@ -79,7 +79,7 @@ async def test_request_fails_naming_the_ca_when_the_ca_is_disabled_before_the_wo
     assert await certificates_of_request(db, request_id) == 0
 
 
-async def test_submitting_to_a_profile_whose_ca_is_disabled_is_refused_at_once_with_422(
+async def test_submitting_to_a_profile_whose_ca_is_disabled_is_refused_at_once_with_400(
     worker: Stack, tenant: Tenant, db: asyncpg.Connection
 ) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
@@ -88,7 +88,8 @@ async def test_submitting_to_a_profile_whose_ca_is_disabled_is_refused_at_once_w
 
     r = await submit(tenant.admin, pki.profile_id, attributes=server_key_attributes("app.example.test"))
 
-    assert r.status == 422 and r.is_problem(), (r.status, r.body)
+    assert r.status == 400 and r.is_problem(), (r.status, r.body)
+    assert r.body["type"].endswith("/policy-violation"), r.body
     assert [e["field"] for e in r.body["errors"]] == ["profileId"]
     assert "disabled" in r.body["errors"][0]["message"]
     assert await rows_of_project(db, tenant.project_id) == {"certificate_requests": 0, "certificates": 0}

@@ -73,7 +73,7 @@ async def test_renewal_gives_a_new_serial_and_key_for_the_same_names_linked_both
     assert new_meta.body["profileId"] == old_meta.body["profileId"] == pki.profile_id
 
 
-async def test_renewing_a_certificate_issued_from_a_csr_is_a_422_problem_and_writes_nothing(
+async def test_renewing_a_certificate_issued_from_a_csr_is_a_400_problem_and_writes_nothing(
     worker: Stack, tenant: Tenant, db: asyncpg.Connection
 ) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
@@ -82,7 +82,8 @@ async def test_renewing_a_certificate_issued_from_a_csr_is_a_422_problem_and_wri
 
     r = await tenant.admin.post(f"{CERTIFICATES}/{view['certificateId']}/renew", params={"wait": "10"})
 
-    assert r.status == 422 and r.is_problem(), (r.status, r.body)
+    assert r.status == 400 and r.is_problem(), (r.status, r.body)
+    assert r.body["type"].endswith("/policy-violation"), r.body
     assert [e["field"] for e in r.body["errors"]] == ["certificateId"]
     assert await rows_of_project(db, tenant.project_id) == before
     meta = await tenant.admin.get(f"{CERTIFICATES}/{view['certificateId']}")
@@ -110,7 +111,7 @@ async def test_renewal_of_a_certificate_with_a_fixed_window_gets_a_window_of_the
     assert timedelta(days=10) <= length <= timedelta(days=10, hours=1), length
 
 
-async def test_renewal_when_the_ca_is_disabled_is_refused_at_once_with_422(
+async def test_renewal_when_the_ca_is_disabled_is_refused_at_once_with_400(
     worker: Stack, tenant: Tenant, api_without_broker: str, ring_doorbell: Callable[[str], Awaitable[None]],
     db: asyncpg.Connection
 ) -> None:
@@ -128,7 +129,8 @@ async def test_renewal_when_the_ca_is_disabled_is_refused_at_once_with_422(
 
     r = await tenant.admin.post(f"{CERTIFICATES}/{view['certificateId']}/renew", params={"wait": "10"})
 
-    assert r.status == 422 and r.is_problem(), (r.status, r.body)
+    assert r.status == 400 and r.is_problem(), (r.status, r.body)
+    assert r.body["type"].endswith("/policy-violation"), r.body
     assert [e["field"] for e in r.body["errors"]] == ["profileId"] and "disabled" in r.body["detail"]
     assert await rows_of_project(db, tenant.project_id) == before
 

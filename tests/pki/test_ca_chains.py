@@ -95,7 +95,8 @@ async def test_parent_with_max_path_length_0_cannot_have_an_intermediate_child(
 
     r = await tenant.admin.post(CAS, ca_body(tenant.project_id, "too deep", parent=root["id"]))
 
-    assert r.status == 422 and problem_fields(r) == {"parentCaId"}, r.body
+    assert r.status == 400 and problem_fields(r) == {"parentCaId"}, r.body
+    assert r.body["type"].endswith("/policy-violation"), r.body
     assert await fingerprint(db, tenant.project_id) == before
 
 
@@ -117,7 +118,8 @@ async def test_child_path_length_not_below_its_parents_is_rejected(tenant: Tenan
     r = await tenant.admin.post(CAS, ca_body(tenant.project_id, "as deep as parent", parent=root["id"],
                                              maxPathLength=1))
 
-    assert r.status == 422 and problem_fields(r) == {"maxPathLength"}, r.body
+    assert r.status == 400 and problem_fields(r) == {"maxPathLength"}, r.body
+    assert r.body["type"].endswith("/policy-violation"), r.body
     assert await fingerprint(db, tenant.project_id) == before
 
 
@@ -134,7 +136,8 @@ async def test_ca_outliving_its_parent_is_rejected_and_nothing_is_written(
 
     r = await tenant.admin.post(CAS, body)
 
-    assert r.status == 422 and problem_fields(r) == {lifetime}, r.body
+    assert r.status == 400 and problem_fields(r) == {lifetime}, r.body
+    assert r.body["type"].endswith("/policy-violation"), r.body
     assert "outlive" in r.body["errors"][0]["message"]
     assert await fingerprint(db, tenant.project_id) == before
     assert [ca["name"] for ca in await list_cas(tenant.admin, tenant.project_id)] == ["short lived root"]
@@ -159,7 +162,8 @@ async def test_disabled_ca_cannot_be_the_parent_of_a_new_ca(tenant: Tenant, db: 
 
     r = await tenant.admin.post(CAS, ca_body(tenant.project_id, "under disabled", parent=root["id"]))
 
-    assert r.status == 422 and problem_fields(r) == {"parentCaId"}, r.body
+    assert r.status == 400 and problem_fields(r) == {"parentCaId"}, r.body
+    assert r.body["type"].endswith("/policy-violation"), r.body
     assert await fingerprint(db, tenant.project_id) == before
 
 

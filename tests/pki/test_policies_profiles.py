@@ -1,6 +1,7 @@
 """Certificate policies and certificate profiles over HTTP (DESIGN.md section 5): create, read, list,
-change and delete; the links a profile must have; conflicts; and malformed input refused as a 400
-problem with every offending field named, before anything is written."""
+change and delete; the links a profile must have; conflicts; malformed input refused as a 422 problem
+(400 where a rule between fields is broken) with every offending field named, before anything is written;
+and unknown fields ignored (DESIGN.md 5.1)."""
 
 from __future__ import annotations
 
@@ -109,7 +110,6 @@ async def test_duplicate_policy_name_in_a_project_is_409(tenant: Tenant, db: asy
 
 
 MALFORMED_POLICIES: dict[str, tuple[dict[str, Any], set[str]]] = {
-    "unknown field": ({"colour": "blue"}, {"colour"}),
     "unknown key usage": ({"keyUsages": {"allowed": ["digital_signature", "sign_everything"]}},
                           {"keyUsages.allowed[1]"}),
     "ttl with an unknown unit": ({"validity": {"max": "90x"}}, {"validity.max"}),
@@ -120,19 +120,19 @@ MALFORMED_POLICIES: dict[str, tuple[dict[str, Any], set[str]]] = {
 
 
 @pytest.mark.parametrize("case", MALFORMED_POLICIES)
-async def test_malformed_policy_is_400_naming_the_field_and_writes_nothing(
+async def test_malformed_policy_is_422_naming_the_field_and_writes_nothing(
         tenant: Tenant, db: asyncpg.Connection, case: str) -> None:
     changes, fields = MALFORMED_POLICIES[case]
     before = await fingerprint(db, tenant.project_id)
 
     r = await tenant.admin.post(POLICIES, policy_body(tenant.project_id, **changes))
 
-    assert r.status == 400 and problem_fields(r) == fields, r.body
+    assert r.status == 422 and problem_fields(r) == fields, r.body
     assert await fingerprint(db, tenant.project_id) == before
 
 
 @pytest.mark.parametrize("case", MALFORMED_POLICIES)
-async def test_malformed_policy_patch_is_400_and_leaves_the_policy_as_it_was(
+async def test_malformed_policy_patch_is_422_and_leaves_the_policy_as_it_was(
         tenant: Tenant, db: asyncpg.Connection, case: str) -> None:
     created = await _create_policy(tenant.admin, policy_body(tenant.project_id))
     changes, fields = MALFORMED_POLICIES[case]
@@ -140,8 +140,36 @@ async def test_malformed_policy_patch_is_400_and_leaves_the_policy_as_it_was(
 
     r = await tenant.admin.patch(f"{POLICIES}/{created['id']}", changes)
 
-    assert r.status == 400 and problem_fields(r) == fields, r.body
+    assert r.status == 422 and problem_fields(r) == fields, r.body
     assert await fingerprint(db, tenant.project_id) == before
+
+
+VOLATILE = ("id", "name", "createdAt", "updatedAt")
+
+
+async def test_unknown_policy_fields_are_ignored_and_not_stored(tenant: Tenant) -> None:
+    plain = await _create_policy(tenant.admin, policy_body(tenant.project_id, "plain"))
+
+    created = await _create_policy(tenant.admin, policy_body(
+        tenant.project_id, "newer client", colour="blue", validity={"max": "90d", "colour": "red"}))
+
+    read = await tenant.admin.get(f"{POLICIES}/{created['id']}")
+    assert read.status == 200, read.body
+    for view in (created, read.body):
+        assert "colour" not in str(view), view
+        assert _without(view, *VOLATILE) == _without(plain, *VOLATILE)
+
+
+async def test_policy_patch_of_only_unknown_fields_is_accepted_and_changes_nothing(tenant: Tenant) -> None:
+    created = await _create_policy(tenant.admin, policy_body(tenant.project_id))
+
+    r = await tenant.admin.patch(f"{POLICIES}/{created['id']}", {"colour": "blue"})
+
+    assert r.status == 200, r.body
+    read = await tenant.admin.get(f"{POLICIES}/{created['id']}")
+    for view in (r.body, read.body):
+        assert "colour" not in str(view), view
+        assert _without(view, "updatedAt") == _without(created, "updatedAt")
 
 
 # -- profiles -------------------------------------------------------------------------------------

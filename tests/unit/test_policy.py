@@ -178,7 +178,6 @@ def test_policy_json_round_trips_in_camel_case() -> None:
 @pytest.mark.parametrize(
     ("document", "fragment"),
     [
-        ({"subjects": []}, "Extra inputs are not permitted"),
         ({"keyUsages": {"allowed": ["server_auth"]}}, "digital_signature"),
         ({"extendedKeyUsages": {"allowed": ["digital_signature"]}}, "server_auth"),
         ({"sans": [{"type": "common_name", "allowed": ["x"]}]}, "not a SAN type"),
@@ -191,13 +190,34 @@ def test_policy_json_round_trips_in_camel_case() -> None:
         ({"basicConstraints": {"isCA": "maybe"}}, "'allowed', 'required' or 'denied'"),
         ({"sans": [{"type": "dns_name", "allowed": [""]}]}, "1 to 1024 characters"),
     ],
-    ids=["unknown-field", "eku-name-as-key-usage", "key-usage-name-as-eku", "subject-type-in-sans",
+    ids=["eku-name-as-key-usage", "key-usage-name-as-eku", "subject-type-in-sans",
          "san-type-in-subject", "duplicate-rule", "denied-and-allowed", "unknown-key-algorithm",
          "unknown-signature", "bad-validity", "bad-is-ca", "empty-pattern"],
 )
 def test_malformed_policy_is_rejected_naming_the_problem(document: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(fragment)):
         PolicyRules.model_validate(document)
+
+
+def test_unknown_policy_field_is_ignored_so_the_policy_is_as_if_it_were_absent() -> None:
+    """Unknown fields are ignored (DESIGN.md 5.1), so a misspelled section (``subjects``) is no rule at
+    all: the policy is the default one, under which a subject attribute without a rule is refused."""
+    typo = PolicyRules.model_validate({"subjects": [{"type": "common_name", "allowed": ["*"]}]})
+
+    assert typo == PolicyRules.model_validate({})
+    assert [e.field for e in check_template(typo, template())] == ["attributes.commonName",
+                                                                    "attributes.altNames[0]"]
+
+
+def test_misspelled_is_ca_in_a_policy_is_ignored_so_ca_certificates_stay_denied() -> None:
+    """A typo in a policy must not silently widen it: ``isCa`` (for ``isCA``) is an unknown field, ignored
+    (DESIGN.md 5.1), so ``isCA`` is absent, which means denied (5.4), and a CA request is refused."""
+    typo = rules(basicConstraints={"isCa": "allowed", "maxPathLength": 1})
+
+    assert typo.basic_constraints == rules(basicConstraints={"maxPathLength": 1}).basic_constraints
+    errors = check_template(typo, template(is_ca=True, path_length=0))
+    assert [(e.field, e.message) for e in errors] == [
+        ("attributes.basicConstraints.isCA", "CA certificates are denied by the policy (isCA: denied)")]
 
 
 # --- the wildcard matcher ---------------------------------------------------------------------------
