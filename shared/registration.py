@@ -153,9 +153,11 @@ def renewal_attributes(stored: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 async def register_renewal(conn: Executor, ctx: IssuingContext, *, original: RequestRow,
-                           certificate: CertificateRow, requested_by: UUID | None) -> RequestRow:
+                           certificate: CertificateRow, requested_by: UUID | None,
+                           remove_roots: bool | None = None) -> RequestRow:
     """A new pending request renewing ``certificate`` (made from ``original``, with ``ctx`` its
-    profile): the same profile, names and chain choice, a new key, evaluated as any request is."""
+    profile): the same profile, names and chain choice (unless ``remove_roots`` says otherwise), a new
+    key, evaluated as any request is."""
     assert ctx.profile.id == certificate.profile_id
     check_renewable(original, certificate)
     check_issuer_active(ctx)
@@ -164,7 +166,8 @@ async def register_renewal(conn: Executor, ctx: IssuingContext, *, original: Req
                      csr_pem=None, now=_now())
     row = await requests_db.insert_request(
         conn, project_id=certificate.project_id, profile_id=certificate.profile_id, csr_pem=None,
-        attributes=stored, server_key=True, remove_roots=original.remove_roots, requested_by=requested_by,
+        attributes=stored, server_key=True,
+        remove_roots=original.remove_roots if remove_roots is None else remove_roots, requested_by=requested_by,
         renewal_of=certificate.id)
     assert row is not None  # no idempotency key: nothing to conflict with
     return row

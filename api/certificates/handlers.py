@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
 from api.auth import current_identity
-from api.body import parse, path_uuid, query_int, query_uuid
+from api.body import parse, path_uuid, query_int, validate
 from api.certificates.schemas import (
+    DB_STATUSES,
     MAX_WAIT_SECONDS,
+    WIRE_STATUSES,
     CertificateBody,
     CertificateRequestList,
     CertificateRequestView,
     CertificateView,
+    IssueAnswer,
     IssueBody,
-    PrivateKeyBody,
+    RenewAnswer,
+    RenewBody,
+    RequestSearch,
     check_idempotency_key,
     decode_cursor,
     encode_cursor,
+    item_of,
     request_fingerprint,
 )
 from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
@@ -29,7 +37,7 @@ from shared.db import Executor, audit
 from shared.db import requests as db
 from shared.db.identities import Identity
 from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
-from shared.errors import BadRequest, FieldError, KmsError, NotFound
+from shared.errors import BadRequest, FieldError, KmsError, NotFound, ValidationFailure
 from shared.pki.keys import load_private_key_der, private_key_to_pem
 from shared.secrets.envelope import EnvelopeError
 
@@ -93,16 +101,19 @@ async def _await_outcome(request: web.Request, request_id: UUID, project_id: UUI
     return found
 
 
-async def _render(request: web.Request, identity: Identity, found: RequestWithCertificate, *,
-                  status: int | None = None) -> web.Response:
+View = type[CertificateRequestView] | type[IssueAnswer] | type[RenewAnswer]
+
+
+async def _render(request: web.Request, identity: Identity, found: RequestWithCertificate, view: View = (
+                  CertificateRequestView), *, status: int | None = None) -> web.Response:
     # The pool serves the rare data-key read itself: no connection is held for the common keyless answer.
     key = await private_key_pem(request, request.app[DB], identity, found.certificate)
-    view = CertificateRequestView.of(found.request, found.certificate, key)
+    body = view.of(found.request, found.certificate, key)
     final = found.request.status in FINAL
     headers = {"Location": absolute_url(request, request.app[SETTINGS].public_url, f"{REQUESTS}/{found.request.id}")}
     if not final:
         headers["Retry-After"] = RETRY_AFTER
-    return web.json_response(view.to_json(), status=status or 200, headers=headers)
+    return web.json_response(body.to_json(), status=status or 200, headers=headers)
 
 
 def _enqueue(request: web.Request, request_id: UUID) -> None:
@@ -110,8 +121,8 @@ def _enqueue(request: web.Request, request_id: UUID) -> None:
     request.app[BROKER].ring(str(request_id))
 
 
-@routes.route("POST", BASE, summary="Request a certificate (answers at once with a request id)", body=IssueBody,
-              response=CertificateRequestView, status=202, query=WAIT_QUERY)
+@routes.route("POST", BASE, summary="Request a certificate (202 with a request to poll; 200 once issued within ?wait)",
+              body=IssueBody, response=IssueAnswer, status=202, query=WAIT_QUERY)
 async def issue(request: web.Request) -> web.Response:
     wait = _wait_seconds(request)
     idempotency_key = check_idempotency_key(request.headers.get("Idempotency-Key"))
@@ -124,19 +135,20 @@ async def issue(request: web.Request) -> web.Response:
     access.authorize(identity, ctx.profile.project_id, "issuer")
     fingerprint = request_fingerprint(body) if idempotency_key else None
     registered = await registration.register_request(
-        pool, ctx, csr_pem=body.csr, attributes=body.attributes, remove_roots=body.remove_roots_from_chain,
+        pool, ctx, csr_pem=body.csr, attributes=body.issue_attributes(), remove_roots=body.removes_roots(),
         requested_by=identity.id, idempotency_key=idempotency_key, request_hash=fingerprint)
     if registered.created:
         _enqueue(request, registered.request.id)
-    return await _answer(request, identity, registered.request, wait)
+    return await _answer(request, identity, registered.request, wait, IssueAnswer)
 
 
-async def _answer(request: web.Request, identity: Identity, row: RequestRow, wait: float) -> web.Response:
+async def _answer(request: web.Request, identity: Identity, row: RequestRow, wait: float, view: View
+                  ) -> web.Response:
     # Without ?wait the row just written is the answer. With it, the state is read again after
     # subscribing (never from before): a worker may finish between the insert and the subscription.
     found = RequestWithCertificate(row, None) if wait <= 0 and row.status not in FINAL else \
         await _await_outcome(request, row.id, row.project_id, wait)
-    return await _render(request, identity, found, status=201 if found.request.status == "issued" else 202)
+    return await _render(request, identity, found, view, status=200 if found.request.status in FINAL else 202)
 
 
 @routes.route("GET", REQUESTS + "/{requestId}", summary="A certificate request (long-poll with ?wait=N)",
@@ -149,24 +161,52 @@ async def get_request(request: web.Request) -> web.Response:
     return await _render(request, identity, found)
 
 
-@routes.route("GET", REQUESTS, summary="List certificate requests, newest first",
-              response=CertificateRequestList,
-              query={"projectId": "project", "status": "pending|processing|issued|failed",
-                     "limit": "1-500 (50)", "cursor": "nextCursor of the previous page"})
-async def list_requests(request: web.Request) -> web.Response:
-    project_id = query_uuid(request, "projectId")
-    assert project_id is not None
-    access.authorize(current_identity(request), project_id, "viewer")
-    status = request.query.get("status")
-    if status is not None and status not in ("pending", "processing", "issued", "failed"):
-        raise BadRequest("status must be pending, processing, issued or failed", [FieldError("status", "invalid")])
-    limit = query_int(request, "limit", default=50, low=1, high=500)
-    cursor = request.query.get("cursor")
-    rows = await db.list_requests(request.app[DB], project_id, status=status, limit=limit,
-                                  after=decode_cursor(cursor) if cursor else None)
-    page = CertificateRequestList(items=[CertificateRequestView.of(r, None) for r in rows],
-                                  next_cursor=encode_cursor(rows[-1]) if len(rows) == limit else None)
+LIST_QUERY = {"projectId": "project (or projectSlug)", "projectSlug": "project slug (or projectId)",
+              "offset": "0 or more (0)", "limit": "1-100 (20)", "search": "part of the common name, or the id",
+              "status": "|".join(WIRE_STATUSES), "fromDate": "RFC 3339", "toDate": "RFC 3339",
+              "profileIds": "comma-separated profile ids", "sortBy": "createdAt|updatedAt",
+              "sortOrder": "asc|desc (desc)", "cursor": "extension: nextCursor of the previous page"}
+
+
+async def _search(request: web.Request, search: RequestSearch) -> web.Response:
+    identity = current_identity(request)
+    pool = request.app[DB]
+    project_id = search.project_id or identity.project_id
+    if search.project_id is None and search.project_slug is None:
+        raise ValidationFailure("projectId or projectSlug is required", [FieldError("projectId", "required")])
+    if search.project_slug is not None and (
+            project_id != identity.project_id or not await db.project_has_slug(pool, project_id, search.project_slug)):
+        raise NotFound("no such project", [FieldError("projectSlug", "no such project")])
+    access.authorize(identity, project_id, "viewer")
+    if search.cursor is not None and (search.sort_by, search.sort_order) != ("createdAt", "desc"):
+        raise BadRequest("cursor pages only the default order (createdAt desc)", [FieldError("cursor", "invalid")])
+    rows, total = await db.search_requests(
+        pool, db.RequestFilter(
+            project_id=project_id, statuses=DB_STATUSES[search.status] if search.status else None,
+            search=search.search or None, from_date=search.from_date, to_date=search.to_date,
+            profile_ids=search.profile_ids, sort_by="updated_at" if search.sort_by == "updatedAt" else "created_at",
+            descending=search.sort_order == "desc"),
+        offset=search.offset, limit=search.limit, after=decode_cursor(search.cursor) if search.cursor else None)
+    now = datetime.now(UTC)
+    deep = (search.sort_by, search.sort_order) == ("createdAt", "desc") and len(rows) == search.limit
+    page = CertificateRequestList(certificate_requests=[item_of(r, now) for r in rows], total_count=total,
+                                  next_cursor=encode_cursor(rows[-1].request) if deep else None)
     return web.json_response(page.to_json())
+
+
+@routes.route("GET", REQUESTS, summary="List certificate requests (newest first by default)",
+              response=CertificateRequestList, query=LIST_QUERY)
+async def list_requests(request: web.Request) -> web.Response:
+    query: dict[str, Any] = dict(request.query)
+    if "profileIds" in query:
+        query["profileIds"] = [p for v in request.query.getall("profileIds") for p in v.split(",") if p]
+    return await _search(request, validate(RequestSearch, query))
+
+
+@routes.route("POST", REQUESTS + "/search", summary="Search certificate requests (the list's filters in the body)",
+              body=RequestSearch, response=CertificateRequestList)
+async def search_requests(request: web.Request) -> web.Response:
+    return await _search(request, await parse(request, RequestSearch))
 
 
 async def _certificate(request: web.Request) -> CertificateRow:
@@ -180,13 +220,35 @@ async def _certificate(request: web.Request) -> CertificateRow:
 
 @routes.route("GET", BASE + "/{certificateId}", summary="A certificate's metadata", response=CertificateView)
 async def get_certificate(request: web.Request) -> web.Response:
-    return web.json_response(CertificateView.of(await _certificate(request)).to_json())
+    return web.json_response((await _metadata(request, await _certificate(request))).to_json())
+
+
+async def _metadata(request: web.Request, cert: CertificateRow) -> CertificateView:
+    ctx = await request.app[ISSUING_CONTEXTS].get(request.app[DB], cert.profile_id)
+    renew_before = ctx.profile.api_config.get("renewBeforeDays") if ctx is not None else None
+    return CertificateView.of(
+        cert, profile_name=ctx.profile.slug if ctx is not None else None,
+        ca_name=ctx.ca.name if ctx is not None and ctx.ca is not None else None,
+        ca_type=ctx.ca.type if ctx is not None and ctx.ca is not None else None,
+        renew_before_days=renew_before if isinstance(renew_before, int) else None)
 
 
 def _body(cert: CertificateRow, private_key: str | None = None) -> CertificateBody:
     return CertificateBody(certificate=cert.certificate_pem, certificate_chain=cert.chain_pem,
                            issuing_ca_certificate=cert.issuing_ca_pem, serial_number=cert.serial_number,
                            private_key=private_key)
+
+
+@routes.route("DELETE", BASE + "/{certificateId}", summary="Delete a certificate (its request still reads)",
+              response=CertificateView)
+async def delete_certificate(request: web.Request) -> web.Response:
+    cert = await _certificate(request)
+    identity = current_identity(request)
+    access.authorize(identity, cert.project_id, "admin")
+    view = await _metadata(request, cert)
+    if not await db.delete_certificate(request.app[DB], cert.id, cert.project_id, f"identity:{identity.id}"):
+        raise NotFound("no such certificate")
+    return web.json_response(view.to_json())
 
 
 @routes.route("GET", BASE + "/{certificateId}/certificate", summary="The certificate and its chain (PEM)",
@@ -204,8 +266,8 @@ async def get_bundle(request: web.Request) -> web.Response:
     return web.json_response(_body(cert, key).to_json())
 
 
-@routes.route("GET", BASE + "/{certificateId}/private-key", summary="The private key the server generated",
-              response=PrivateKeyBody)
+@routes.route("GET", BASE + "/{certificateId}/private-key",
+              summary="The private key the server generated, as a PEM text/plain body")
 async def get_private_key(request: web.Request) -> web.Response:
     cert = await _certificate(request)
     identity = current_identity(request)
@@ -214,17 +276,19 @@ async def get_private_key(request: web.Request) -> web.Response:
         raise NotFound("this certificate was issued from a CSR; the service never held its private key")
     key = await private_key_pem(request, request.app[DB], identity, cert)
     assert key is not None
-    return web.json_response(PrivateKeyBody(private_key=key).to_json())
+    return web.Response(text=key, content_type="text/plain")
 
 
 @routes.route("POST", BASE + "/{certificateId}/renew",
               summary="Renew a server-key certificate: same profile and names, a new key", status=202,
-              response=CertificateRequestView, query=WAIT_QUERY)
+              body=RenewBody, response=RenewAnswer, query=WAIT_QUERY)
 async def renew(request: web.Request) -> web.Response:
     wait = _wait_seconds(request)
     cert = await _certificate(request)
     identity = current_identity(request)
     access.authorize(identity, cert.project_id, "issuer")
+    # The body is optional (the KMS agent sends {"removeRootsFromChain": true}; others send none).
+    body = await parse(request, RenewBody) if request.can_read_body else RenewBody()
     pool = request.app[DB]
     original = await db.get_request(pool, cert.request_id, cert.project_id)
     assert original is not None
@@ -232,6 +296,6 @@ async def renew(request: web.Request) -> web.Response:
     ctx = await request.app[ISSUING_CONTEXTS].get(pool, cert.profile_id)
     assert ctx is not None
     row = await registration.register_renewal(pool, ctx, original=original, certificate=cert,
-                                              requested_by=identity.id)
+                                              requested_by=identity.id, remove_roots=body.remove_roots_from_chain)
     _enqueue(request, row.id)
-    return await _answer(request, identity, row, wait)
+    return await _answer(request, identity, row, wait, RenewAnswer)

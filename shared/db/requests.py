@@ -122,17 +122,6 @@ async def request_with_certificate(conn: Executor, request_id: UUID, project_id:
     return RequestWithCertificate(request, cert)
 
 
-async def list_requests(conn: Executor, project_id: UUID, *, status: str | None, limit: int,
-                        after: tuple[datetime, UUID] | None) -> list[RequestRow]:
-    """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
-    rows = await conn.fetch(
-        f"SELECT {_REQ_COLS} FROM certificate_requests WHERE project_id = $1 AND ($2::text IS NULL OR status = $2)"
-        f" AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))"
-        f" ORDER BY created_at DESC, id DESC LIMIT $5",
-        project_id, status, after[0] if after else None, after[1] if after else None, limit)
-    return [_request(r) for r in rows]
-
-
 async def claim(conn: Executor, request_id: UUID, token: UUID, lease_seconds: float) -> RequestRow | None:
     """pending -> processing, or take back a processing request whose lease expired. Exactly one caller
     wins: the guarded UPDATE is atomic, and the winner's ``token`` is the only one that can finish it."""
@@ -160,9 +149,22 @@ async def release(conn: Executor, request_ids: list[UUID], token: UUID, error: s
 
 
 async def get_certificate(conn: Executor, certificate_id: UUID, project_id: UUID) -> CertificateRow | None:
+    """A certificate of the project, unless it was deleted."""
     row = await conn.fetchrow(
-        f"SELECT {_CERT_COLS} FROM certificates WHERE id = $1 AND project_id = $2", certificate_id, project_id)
+        f"SELECT {_CERT_COLS} FROM certificates WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL",
+        certificate_id, project_id)
     return None if row is None else _certificate(row)
+
+
+async def delete_certificate(conn: Executor, certificate_id: UUID, project_id: UUID, actor: str) -> bool:
+    """Hide a certificate from the certificate routes (the row stays: see migration 0010), audited in the
+    same statement; False when there is no such (undeleted) certificate."""
+    return bool(await conn.fetchval(
+        "WITH gone AS (UPDATE certificates SET deleted_at = now() WHERE id = $1 AND project_id = $2"
+        " AND deleted_at IS NULL RETURNING id, project_id),"
+        " audited AS (INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)"
+        " SELECT project_id, $3, 'certificate.delete', 'certificate', id::text, '{}'::jsonb FROM gone RETURNING 1)"
+        " SELECT count(*) FROM gone", certificate_id, project_id, actor))
 
 
 @dataclass(frozen=True)
@@ -283,3 +285,82 @@ async def lock_claimed(conn: Executor, request_ids: list[UUID], token: UUID) -> 
 
 async def count_certificates(conn: Executor, certificate_ids: list[UUID]) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM certificates WHERE id = ANY($1::uuid[])", certificate_ids))
+
+
+@dataclass(frozen=True)
+class RequestFilter:
+    """The filters of the request list (``GET /certificate-requests`` and ``POST .../search``)."""
+
+    project_id: UUID
+    statuses: list[str] | None = None  # database statuses
+    search: str | None = None  # a substring of the common name, or the whole id
+    from_date: datetime | None = None
+    to_date: datetime | None = None
+    profile_ids: list[UUID] | None = None
+    sort_by: str = "created_at"  # created_at | updated_at
+    descending: bool = True
+
+
+@dataclass(frozen=True)
+class ListedRequest:
+    request: RequestRow
+    profile_slug: str | None
+    ca_id: UUID | None
+    common_name: str | None
+    serial_number: str | None
+    not_after: datetime | None
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+_SORTS = {"created_at": "r.created_at", "updated_at": "r.updated_at"}
+
+
+def _where(f: RequestFilter) -> tuple[str, list[Any]]:
+    args: list[Any] = [f.project_id, f.statuses, f.from_date, f.to_date, f.profile_ids]
+    where = ("r.project_id = $1 AND ($2::text[] IS NULL OR r.status = ANY($2))"
+             " AND ($3::timestamptz IS NULL OR r.created_at >= $3) AND ($4::timestamptz IS NULL OR r.created_at <= $4)"
+             " AND ($5::uuid[] IS NULL OR r.profile_id = ANY($5))")
+    if f.search:
+        args.append("%" + _like_escaped(f.search) + "%")
+        args.append(f.search)
+        where += (f" AND (coalesce(c.common_name, r.attributes->>'commonName') ILIKE ${len(args) - 1}"
+                  f" OR r.id::text = ${len(args)})")
+    return where, args
+
+
+async def search_requests(conn: Executor, f: RequestFilter, *, offset: int, limit: int,
+                          after: tuple[datetime, UUID] | None = None) -> tuple[list[ListedRequest], int]:
+    """One page of a project's requests with their profile, CA and certificate summary, and the total
+    count of the filter. ``after`` (keyset, newest first only) replaces ``offset`` for deep pages."""
+    where, args = _where(f)
+    base = (" FROM certificate_requests r LEFT JOIN certificates c ON c.id = r.certificate_id"
+            " LEFT JOIN certificate_profiles p ON p.id = r.profile_id")
+    total = int(await conn.fetchval(f"SELECT count(*){base} WHERE {where}", *args))
+    column = _SORTS[f.sort_by]
+    order = "DESC" if f.descending else "ASC"
+    page_where = where
+    page_args = list(args)
+    if after is not None:
+        page_args += [after[0], after[1]]
+        page_where += f" AND (r.created_at, r.id) < (${len(page_args) - 1}, ${len(page_args)}::uuid)"
+        offset = 0
+    page_args += [limit, offset]
+    req_cols = ", ".join(f"r.{c}" for c in RequestRow.__dataclass_fields__)
+    rows = await conn.fetch(
+        f"SELECT {req_cols}, p.slug AS p_slug, coalesce(c.ca_id, p.ca_id) AS p_ca_id, c.common_name AS c_common_name,"
+        f" c.serial_number AS c_serial_number, c.not_after AS c_not_after{base} WHERE {page_where}"
+        f" ORDER BY {column} {order}, r.id {order} LIMIT ${len(page_args) - 1} OFFSET ${len(page_args)}",
+        *page_args)
+    return [ListedRequest(_request(r), r["p_slug"], r["p_ca_id"],
+                          r["c_common_name"] or (r["attributes"] or {}).get("commonName"),
+                          r["c_serial_number"], r["c_not_after"]) for r in rows], total
+
+
+async def project_has_slug(conn: Executor, project_id: UUID, slug: str) -> bool:
+    """Whether the caller's project is called ``slug``. (Read through to_jsonb so that this works both
+    before and after the migration that gives projects a slug: without one, any slug names it.)"""
+    return bool(await conn.fetchval(
+        "SELECT coalesce(to_jsonb(p)->>'slug', $2) = $2 FROM projects p WHERE id = $1", project_id, slug))

@@ -49,11 +49,29 @@ async def outcome(client: ApiClient, request_id: str, timeout: float = 30) -> di
             return view
 
 
+def answered_issued(r: Reply) -> bool:
+    """Whether a POST /certificates (or /renew) answer carries the issued certificate: 200 and, for the
+    issue answer, ``certificate`` an object (the renew answer is flat: ``certificateId`` set)."""
+    body = r.body
+    return r.status == 200 and body["status"] == "issued" and (
+        isinstance(body.get("certificate"), dict) or bool(body.get("certificateId")))
+
+
+def request_id_of(r: Reply) -> str:
+    request_id: str = r.body["certificateRequestId"]
+    return request_id
+
+
+async def view_of(client: ApiClient, r: Reply, timeout: float = 30) -> dict[str, Any]:
+    """The flat request view (``GET /certificate-requests/{id}``) behind a POST answer, once final."""
+    assert r.status in (200, 202), (r.status, r.body)
+    return await outcome(client, request_id_of(r), timeout)
+
+
 async def issued(client: ApiClient, profile_id: str, **kw: Any) -> dict[str, Any]:
     """Submit with ?wait=10 and return the issued request view (asserting it was issued)."""
     r = await submit(client, profile_id, wait=10, **kw)
-    assert r.status in (201, 202), (r.status, r.body)
-    view: dict[str, Any] = r.body if r.status == 201 else await outcome(client, r.body["certificateRequestId"])
+    view = await view_of(client, r)
     assert view["status"] == "issued", view
     return view
 

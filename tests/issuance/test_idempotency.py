@@ -32,10 +32,10 @@ async def test_same_key_and_body_twice_is_one_request_and_one_certificate(
     first = await submit(tenant.admin, pki.profile_id, attributes=attributes, idempotency_key=key, wait=10)
     second = await submit(tenant.admin, pki.profile_id, attributes=attributes, idempotency_key=key, wait=10)
 
-    assert first.status == 201 and second.status == 201, (first.body, second.body)
+    assert first.status == 200 and second.status == 200, (first.body, second.body)
     assert second.body["certificateRequestId"] == first.body["certificateRequestId"]
-    assert second.body["certificateId"] == first.body["certificateId"]
-    assert second.body["serialNumber"] == first.body["serialNumber"]
+    assert second.body["certificate"]["certificateId"] == first.body["certificate"]["certificateId"]
+    assert second.body["certificate"]["serialNumber"] == first.body["certificate"]["serialNumber"]
     assert await rows_of_project(db, tenant.project_id) == {"certificate_requests": 1, "certificates": 1}
 
 
@@ -49,7 +49,7 @@ async def test_ten_concurrent_retries_with_one_key_are_one_request_and_one_certi
     replies = await asyncio.gather(*(submit(tenant.admin, pki.profile_id, attributes=attributes,
                                             idempotency_key=key) for _ in range(10)))
 
-    assert {r.status for r in replies} <= {201, 202}, [(r.status, r.body) for r in replies]
+    assert {r.status for r in replies} <= {200, 202}, [(r.status, r.body) for r in replies]
     ids = {r.body["certificateRequestId"] for r in replies}
     assert len(ids) == 1, ids
     (request_id,) = ids
@@ -65,7 +65,7 @@ async def test_same_key_with_another_body_is_a_409_problem_and_changes_nothing(
     key = str(uuid.uuid4())
     first = await submit(tenant.admin, pki.profile_id, attributes=server_key_attributes("one.example.test"),
                          idempotency_key=key, wait=10)
-    assert first.status == 201, first.body
+    assert first.status == 200, first.body
     before = await rows_of_project(db, tenant.project_id)
 
     other = await submit(tenant.admin, pki.profile_id, attributes=server_key_attributes("two.example.test"),
@@ -89,9 +89,9 @@ async def test_same_key_in_another_project_is_an_independent_request(
     in_a = await submit(a.admin, pki_a.profile_id, attributes=attributes, idempotency_key=key, wait=10)
     in_b = await submit(b.admin, pki_b.profile_id, attributes=attributes, idempotency_key=key, wait=10)
 
-    assert in_a.status == 201 and in_b.status == 201, (in_a.body, in_b.body)
+    assert in_a.status == 200 and in_b.status == 200, (in_a.body, in_b.body)
     assert in_a.body["certificateRequestId"] != in_b.body["certificateRequestId"]
-    assert in_a.body["serialNumber"] != in_b.body["serialNumber"]
+    assert in_a.body["certificate"]["serialNumber"] != in_b.body["certificate"]["serialNumber"]
     for tenant in (a, b):
         assert await rows_of_project(db, tenant.project_id) == {"certificate_requests": 1, "certificates": 1}
 
@@ -103,7 +103,7 @@ async def test_retry_after_the_policy_tightened_returns_the_original_request_not
     key = str(uuid.uuid4())
     attributes = server_key_attributes("kept.example.test")
     first = await submit(tenant.admin, pki.profile_id, attributes=attributes, idempotency_key=key, wait=10)
-    assert first.status == 201, first.body
+    assert first.status == 200, first.body
     tightened = await tenant.admin.patch(f"{POLICIES}/{pki.policy_id}",
                                          {"sans": [{"type": "dns_name", "allowed": ["*.internal.test"]}]})
     assert tightened.status == 200, tightened.body
@@ -113,9 +113,9 @@ async def test_retry_after_the_policy_tightened_returns_the_original_request_not
     other_api = ApiClient(tenant.admin.session, api_without_broker, tenant.admin.token)
     retry = await submit(other_api, pki.profile_id, attributes=attributes, idempotency_key=key, wait=10)
 
-    assert retry.status == 201, (retry.status, retry.body)
+    assert retry.status == 200, (retry.status, retry.body)
     assert retry.body["certificateRequestId"] == first.body["certificateRequestId"]
-    assert retry.body["certificateId"] == first.body["certificateId"]
+    assert retry.body["certificate"]["certificateId"] == first.body["certificate"]["certificateId"]
     assert await rows_of_project(db, tenant.project_id) == {"certificate_requests": 1, "certificates": 1}
     fresh = await submit(other_api, pki.profile_id, attributes=attributes, idempotency_key=str(uuid.uuid4()))
     # Without the key it is a new request, and the policy refuses it.

@@ -56,8 +56,8 @@ async def test_renewal_gives_a_new_serial_and_key_for_the_same_names_linked_both
 
     r = await tenant.admin.post(f"{CERTIFICATES}/{old['certificateId']}/renew", params={"wait": "10"})
 
-    assert r.status == 201 and r.body["status"] == "issued", (r.status, r.body)
-    new = r.body
+    assert r.status == 200 and r.body["status"] == "issued", (r.status, r.body)
+    new = r.body  # flat: the certificate, its key and ids, and the renewal's request
     assert new["certificateRequestId"] != old["certificateRequestId"]
     assert new["certificateId"] != old["certificateId"]
     old_cert, new_cert = certificate(old), certificate(new)
@@ -68,9 +68,11 @@ async def test_renewal_gives_a_new_serial_and_key_for_the_same_names_linked_both
     assert new["privateKey"] != old["privateKey"] and key_matches(new["privateKey"], new_cert)
     old_meta = await tenant.admin.get(f"{CERTIFICATES}/{old['certificateId']}")
     new_meta = await tenant.admin.get(f"{CERTIFICATES}/{new['certificateId']}")
-    assert old_meta.body["renewedById"] == new["certificateId"] and old_meta.body["renewedFromId"] is None
-    assert new_meta.body["renewedFromId"] == old["certificateId"] and new_meta.body["renewedById"] is None
-    assert new_meta.body["profileId"] == old_meta.body["profileId"] == pki.profile_id
+    old_meta, new_meta = old_meta.body["certificate"], new_meta.body["certificate"]
+    assert old_meta["renewedByCertificateId"] == new["certificateId"] and old_meta["renewedFromCertificateId"] is None
+    assert new_meta["renewedFromCertificateId"] == old["certificateId"] and new_meta["renewedByCertificateId"] is None
+    assert new_meta["profileId"] == old_meta["profileId"] == pki.profile_id
+    assert old_meta["status"] == new_meta["status"] == "active"  # the old certificate stays active
 
 
 async def test_renewing_a_certificate_issued_from_a_csr_is_a_400_problem_and_writes_nothing(
@@ -87,7 +89,8 @@ async def test_renewing_a_certificate_issued_from_a_csr_is_a_400_problem_and_wri
     assert [e["field"] for e in r.body["errors"]] == ["certificateId"]
     assert await rows_of_project(db, tenant.project_id) == before
     meta = await tenant.admin.get(f"{CERTIFICATES}/{view['certificateId']}")
-    assert meta.body["renewedById"] is None and meta.body["hasPrivateKey"] is False
+    assert meta.body["certificate"]["renewedByCertificateId"] is None
+    assert meta.body["certificate"]["hasPrivateKey"] is False
 
 
 async def test_renewal_of_a_certificate_with_a_fixed_window_gets_a_window_of_the_same_length_from_now(
@@ -103,7 +106,7 @@ async def test_renewal_of_a_certificate_with_a_fixed_window_gets_a_window_of_the
 
     r = await tenant.admin.post(f"{CERTIFICATES}/{view['certificateId']}/renew", params={"wait": "10"})
 
-    assert r.status == 201, (r.status, r.body)
+    assert r.status == 200, (r.status, r.body)
     new = certificate(r.body)
     # Not the same window again (it would expire with the certificate it replaces): ten days from now.
     assert old.not_valid_before_utc - new.not_valid_before_utc > timedelta(days=1)
@@ -151,7 +154,7 @@ async def test_viewer_reads_the_request_and_certificate_but_never_a_private_key(
 
     assert request.status == 200 and request.body["certificate"] == view["certificate"]
     assert request.body["privateKey"] is None
-    assert meta.status == 200 and meta.body["hasPrivateKey"] is True
+    assert meta.status == 200 and meta.body["certificate"]["hasPrivateKey"] is True
     assert pem.status == 200 and pem.body["certificate"] == view["certificate"] and pem.body.get("privateKey") is None
     assert bundle.status == 200 and bundle.body["certificate"] == view["certificate"]
     assert bundle.body["privateKey"] is None
@@ -212,11 +215,11 @@ async def test_issuer_of_the_project_gets_the_private_key_that_matches_the_certi
     bundle = await issuer.get(f"{cert_path}/bundle")
     request = await issuer.get(f"{REQUESTS}/{view['certificateRequestId']}")
 
-    assert key.status == 200, key.body
-    assert key_matches(key.body["privateKey"], certificate(view))
-    assert bundle.status == 200 and bundle.body["privateKey"] == key.body["privateKey"]
-    assert request.status == 200 and request.body["privateKey"] == key.body["privateKey"]
-    assert view["privateKey"] == key.body["privateKey"]  # the same key every time, not a new one
+    assert key.status == 200 and key.content_type == "text/plain", (key.status, key.body)
+    assert key_matches(key.body, certificate(view))
+    assert bundle.status == 200 and bundle.body["privateKey"] == key.body
+    assert request.status == 200 and request.body["privateKey"] == key.body
+    assert view["privateKey"] == key.body  # the same key every time, not a new one
 
 
 async def test_private_key_of_a_certificate_issued_from_a_csr_is_404_the_service_never_held_it(

@@ -18,22 +18,33 @@ from tests.issuance.issuing import outcome, rows_of_project, server_key_attribut
 from tests.pki_setup import ISSUE, REQUESTS, make_pki
 from tests.stack import Stack
 
-VIEW_KEYS = {"certificateRequestId", "status", "certificate", "certificateChain", "issuingCaCertificate",
-             "serialNumber", "certificateId", "privateKey", "errorMessage", "createdAt", "updatedAt"}
+# The flat GET view of a request (DESIGN.md 5.6): upstream's fields, plus the extensions
+# certificateRequestId, certificateChain and issuingCaCertificate.
+VIEW_KEYS = {"certificateRequestId", "profileId", "status", "certificate", "certificateChain", "issuingCaCertificate",
+             "serialNumber", "certificateId", "privateKey", "errorMessage", "commonName", "organization",
+             "organizationalUnit", "country", "state", "locality", "altNames", "keyUsages", "extendedKeyUsages",
+             "keyAlgorithm", "signatureAlgorithm", "ttl", "basicConstraints", "createdAt", "updatedAt"}
+# The answer of POST /certificates: the certificate (an object, or null until issued) and the request.
+ANSWER_KEYS = {"certificate", "certificateRequestId", "status", "message"}
+CERTIFICATE_KEYS = {"certificate", "issuingCaCertificate", "certificateChain", "privateKey", "serialNumber",
+                    "certificateId"}
+ITEM_KEYS = {"id", "certificateRequestId", "status", "commonName", "altNames", "profileId", "profileName", "caId",
+             "certificateId", "errorMessage", "createdAt", "updatedAt", "certificate"}
 
 
-async def test_submit_with_wait_answers_201_with_the_certificate_in_the_first_response(
+async def test_submit_with_wait_answers_200_with_the_certificate_object_in_the_first_response(
     worker: Stack, tenant: Tenant
 ) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
 
     r = await submit(tenant.admin, pki.profile_id, attributes=server_key_attributes("a.example.test"), wait=10)
 
-    assert r.status == 201, r.body
-    assert set(r.body) == VIEW_KEYS
-    assert r.body["status"] == "issued" and r.body["errorMessage"] is None
-    assert r.body["certificate"].startswith("-----BEGIN CERTIFICATE-----")
-    assert r.body["serialNumber"] and r.body["certificateId"] and r.body["certificateChain"]
+    assert r.status == 200, r.body
+    assert set(r.body) == ANSWER_KEYS and set(r.body["certificate"]) == CERTIFICATE_KEYS
+    assert r.body["status"] == "issued" and r.body["message"] is None
+    issued = r.body["certificate"]
+    assert issued["certificate"].startswith("-----BEGIN CERTIFICATE-----")
+    assert issued["serialNumber"] and issued["certificateId"] and issued["certificateChain"] and issued["privateKey"]
     assert r.headers["Location"] == f"{tenant.admin.base}{REQUESTS}/{r.body['certificateRequestId']}"
     assert "Retry-After" not in r.headers  # final: nothing to come back for
 
@@ -55,7 +66,8 @@ async def test_submit_without_wait_answers_202_pending_and_polling_the_location_
     assert waited.status == 200 and "Retry-After" not in waited.headers
     assert polled["status"] == "issued" and polled["certificate"]
     assert waited.body == polled
-    assert set(r.body) == set(polled) == set(waited.body) == VIEW_KEYS
+    assert set(r.body) == ANSWER_KEYS and set(polled) == set(waited.body) == VIEW_KEYS
+    assert polled["commonName"] == "b.example.test" and polled["profileId"] == pki.profile_id
 
 
 async def poll_until_final(client: ApiClient, path: str, timeout: float = 20) -> dict[str, object]:
@@ -149,7 +161,7 @@ async def all_pages(client: ApiClient, params: dict[str, str]) -> list[list[str]
     while True:
         r = await client.get(REQUESTS, params={**params, **({"cursor": cursor} if cursor else {})})
         assert r.status == 200, r.body
-        pages.append([item["certificateRequestId"] for item in r.body["items"]])
+        pages.append([item["id"] for item in r.body["certificateRequests"]])
         cursor = r.body["nextCursor"]
         if cursor is None:
             return pages
@@ -173,16 +185,16 @@ async def test_list_pages_newest_first_without_duplicates_or_gaps(worker: Stack,
 
     assert [len(p) for p in pages] == [3, 3, 1]
     assert [i for page in pages for i in page] == expected
-    whole = await tenant.admin.get(REQUESTS, params={"projectId": tenant.project_id, "limit": "500"})
-    assert [item["certificateRequestId"] for item in whole.body["items"]] == expected
-    assert whole.body["nextCursor"] is None
+    whole = await tenant.admin.get(REQUESTS, params={"projectId": tenant.project_id, "limit": "100"})
+    assert [item["id"] for item in whole.body["certificateRequests"]] == expected
+    assert whole.body["nextCursor"] is None and whole.body["totalCount"] == 7
 
 
 async def test_list_filters_by_status_across_pages(worker: Stack, tenant: Tenant) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
     issued = [await submit(tenant.admin, pki.profile_id, attributes=server_key_attributes(f"i{i}.example.test"),
                            wait=10) for i in range(3)]
-    assert all(r.status == 201 for r in issued)
+    assert all(r.status == 200 for r in issued)
 
     pages = await all_pages(tenant.admin, {"projectId": tenant.project_id, "status": "issued", "limit": "2"})
     failed = await all_pages(tenant.admin, {"projectId": tenant.project_id, "status": "failed", "limit": "2"})
@@ -194,16 +206,20 @@ async def test_list_filters_by_status_across_pages(worker: Stack, tenant: Tenant
 async def test_listed_issued_requests_link_to_their_certificates(worker: Stack, tenant: Tenant) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
     issued = await submit(tenant.admin, pki.profile_id, attributes=server_key_attributes("l.example.test"), wait=10)
-    assert issued.status == 201, issued.body
+    assert issued.status == 200, issued.body
+    certificate = issued.body["certificate"]
 
     listed = await tenant.admin.get(REQUESTS, params={"projectId": tenant.project_id})
 
-    (item,) = listed.body["items"]
-    assert set(item) == VIEW_KEYS
-    assert item["status"] == "issued" and item["certificateId"] == issued.body["certificateId"]
-    assert item["privateKey"] is None  # the list never carries keys
+    (item,) = listed.body["certificateRequests"]
+    assert set(item) == ITEM_KEYS and listed.body["totalCount"] == 1
+    assert item["status"] == "issued" and item["certificateId"] == certificate["certificateId"]
+    assert item["certificate"] == {"id": certificate["certificateId"], "serialNumber": certificate["serialNumber"],
+                                   "status": "active"}
+    assert item["commonName"] == "l.example.test" and item["profileId"] == pki.profile_id
+    assert "privateKey" not in item  # the list never carries keys
     meta = await tenant.admin.get(f"{ISSUE}/{item['certificateId']}")
-    assert meta.status == 200 and meta.body["certificateRequestId"] == item["certificateRequestId"]
+    assert meta.status == 200 and meta.body["certificate"]["certificateRequestId"] == item["id"]
 
 
 def _b64(text: str) -> str:
@@ -218,14 +234,17 @@ def _b64(text: str) -> str:
     ("cursor", _b64("yesterday|00000000-0000-0000-0000-000000000000"), 400),
     ("cursor", _b64("a|b|c"), 400),
     ("cursor", base64.urlsafe_b64encode(b"\xff\xfe|\x00").decode(), 400),
-    # A limit outside the schema's range fails the schema (422); a cursor or status the API never gives
-    # out is a bad request (400).
+    # A limit or status outside the schema fails the schema (422); a cursor the API never gives out is a
+    # bad request (400).
     ("limit", "0", 422),
-    ("limit", "501", 422),
+    ("limit", "101", 422),
     ("limit", "ten", 422),
-    ("status", "done", 400),
+    ("status", "done", 422),
+    ("status", "processing", 422),
+    ("offset", "-1", 422),
 ], ids=["garbage", "not-base64", "no-separator", "bad-id", "bad-time", "three-parts", "not-utf8",
-        "limit-0", "limit-501", "limit-word", "unknown-status"])
+        "limit-0", "limit-101", "limit-word", "unknown-status",
+        "database-status", "offset-negative"])
 async def test_bad_list_query_is_a_400_or_422_problem_naming_the_parameter(
     name: str, value: str, status: int, worker: Stack, tenant: Tenant
 ) -> None:
