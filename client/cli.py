@@ -53,7 +53,7 @@ from typing import Any
 import aiohttp
 
 from client.batches import BatchError, download, read_batch_input
-from client.sdk import FINAL, ApiError, KmsClient
+from client.sdk import FINAL, ApiError, KmsClient, flat_answer
 
 SESSION_FILE = "session.json"
 BATCH_FILE = "batch.json"
@@ -261,7 +261,7 @@ async def cert_request(args: argparse.Namespace) -> int:
     async with _client(args) as kms:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0, args.wait)
-        result = await kms.submit(args.profile, csr=csr, attributes=attributes or None, wait=args.wait)
+        result = flat_answer(await kms.submit(args.profile, csr=csr, attributes=attributes or None, wait=args.wait))
         if result["status"] not in FINAL and deadline > loop.time():
             try:
                 result = await kms.wait_for(result["certificateRequestId"], timeout=deadline - loop.time())

@@ -54,6 +54,16 @@ def item_cursor(after_index: int) -> str | None:
     return None if after_index < 0 else f"i{after_index}"
 
 
+def flat_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer of ``POST /certificates`` (``{certificate: {...} | null, certificateRequestId, status,
+    message}``) in the flat shape of a request view, the one ``wait_for`` returns."""
+    issued = answer.get("certificate")
+    flat = dict(issued) if isinstance(issued, dict) else {}
+    flat.update(certificateRequestId=answer["certificateRequestId"], status=answer["status"],
+                errorMessage=answer.get("message"))
+    return flat
+
+
 def _retry_after(headers: Any) -> float | None:
     value = headers.get("Retry-After")
     try:
@@ -153,8 +163,8 @@ class KmsClient:
         """Submit and wait for the outcome (``status`` issued or failed), ``timeout`` seconds in all."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        first = await self.submit(profile_id, csr=csr, attributes=attributes, wait=int(timeout),
-                                  idempotency_key=idempotency_key)
+        first = flat_answer(await self.submit(profile_id, csr=csr, attributes=attributes, wait=int(timeout),
+                                              idempotency_key=idempotency_key))
         if first["status"] in FINAL:
             return first
         return await self.wait_for(first["certificateRequestId"], timeout=max(0.0, deadline - loop.time()))

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import Field
 
+from api.certificates.schemas import wire_status
 from shared.camel import CamelModel
 from shared.db.batches import BatchRow, Counts
 from shared.db.requests import CertificateRow, RequestRow
@@ -68,7 +69,7 @@ class BatchItemView(CamelModel):
     @classmethod
     def of(cls, req: RequestRow, cert: CertificateRow | None, private_key: str | None) -> BatchItemView:
         assert req.batch_index is not None
-        view = cls(index=req.batch_index, certificate_request_id=req.id, status=req.status,
+        view = cls(index=req.batch_index, certificate_request_id=req.id, status=wire_status(req.status),
                    error_message=req.error_message)
         if cert is not None and req.status == "issued":
             view.certificate_id = cert.id

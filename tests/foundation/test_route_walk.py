@@ -140,6 +140,13 @@ async def fresh_profile(world: World, admin: ApiClient) -> Call:
     return Call(f"{PROFILES}/{await created(admin, PROFILES, profile_body(world))}")
 
 
+async def fresh_certificate(world: World, admin: ApiClient) -> Call:
+    r = await admin.post(ISSUE, {"profileId": world.profile_id, "attributes": server_key_attributes(
+        f"{unique('doomed')}.example.test")}, params={"wait": "10"})
+    assert r.status == 200 and r.body["certificate"], (r.status, r.body)
+    return Call(f"{ISSUE}/{r.body['certificate']['certificateId']}")
+
+
 def _cert(world: World, tail: str = "") -> Call:
     return Call(f"{ISSUE}/{world.certificate_id}{tail}")
 
@@ -189,6 +196,9 @@ EXPECTED: dict[Route, Expect] = {
     ("GET", REQUESTS + "/{requestId}"): Expect(
         "viewer", (200,), at(lambda w: Call(f"{REQUESTS}/{w.request_id}")), key=True),
     ("GET", REQUESTS): Expect("viewer", (200,), at(lambda w: Call(REQUESTS, params={"projectId": w.project_id}))),
+    ("POST", REQUESTS + "/search"): Expect("viewer", (200,), at(lambda w: Call(
+        f"{REQUESTS}/search", {"projectId": w.project_id}))),
+    ("DELETE", ISSUE + "/{certificateId}"): Expect("admin", (200,), fresh_certificate),
     ("GET", ISSUE + "/{certificateId}"): Expect("viewer", (200,), at(lambda w: _cert(w))),
     ("GET", ISSUE + "/{certificateId}/certificate"): Expect("viewer", (200,), at(lambda w: _cert(w, "/certificate"))),
     ("GET", ISSUE + "/{certificateId}/bundle"): Expect("viewer", (200,), at(lambda w: _cert(w, "/bundle")), key=True),

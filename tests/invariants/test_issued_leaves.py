@@ -28,7 +28,7 @@ from tests.api_client import ApiClient, Tenant
 from tests.invariants.observing import open_tenant, openssl_verify_server, run_sync, self_signed_profile
 from tests.issuance.checkers import pkilint_errors
 from tests.issuance.csrs import NEW_KEY, make_csr
-from tests.issuance.issuing import CERTIFICATES, outcome, server_key_attributes, submit
+from tests.issuance.issuing import CERTIFICATES, server_key_attributes, submit, view_of
 from tests.pki.authorities import PROFILES, ca_body, ca_certificate, create_ca
 from tests.pki_setup import ISSUE, OPEN_POLICY, POLICIES, Pki
 from tests.stack import Stack
@@ -75,8 +75,7 @@ async def _timed(client: ApiClient, profile_id: str, name: str, **body: Any) -> 
     """POST /certificates?wait=10 with ``body`` (camelCase fields beside profileId), until issued."""
     asked_at = datetime.now(UTC)
     r = await client.post(ISSUE, {"profileId": profile_id, **body}, params={"wait": "10"})
-    assert r.status in (200, 201, 202), (r.status, r.body)
-    view = r.body if r.body["status"] == "issued" else await outcome(client, r.body["certificateRequestId"])
+    view = await view_of(client, r)
     assert view["status"] == "issued", view
     return Leaf(name, view, asked_at, datetime.now(UTC))
 
@@ -246,9 +245,8 @@ async def test_leaf_that_would_outlive_its_issuing_ca_is_refused_with_a_clear_me
     r = await submit(tenant.admin, profile, attributes=server_key_attributes("long.example.test", ttl="30d"),
                      wait=10)
 
-    if r.status in (200, 201, 202):  # accepted for the worker, which must then refuse to sign it
-        view = r.body if r.body["status"] in ("issued", "failed") else await outcome(
-            tenant.admin, r.body["certificateRequestId"])
+    if r.status in (200, 202):  # accepted for the worker, which must then refuse to sign it
+        view = await view_of(tenant.admin, r)
         assert view["status"] == "failed" and view["certificate"] is None, view
         message = view["errorMessage"]
     else:
