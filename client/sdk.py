@@ -128,6 +128,8 @@ class KmsClient:
 
     async def submit(self, profile_id: str, *, csr: str | None = None, attributes: dict[str, Any] | None = None,
                      wait: int = 0, idempotency_key: str | None = None) -> dict[str, Any]:
+        """The POST answer as upstream shapes it: ``{certificate: {...} | None, certificateRequestId,
+        status, message}`` (``flat_answer`` turns it into the flat request view)."""
         body: dict[str, Any] = {"profileId": profile_id}
         if csr is not None:
             body["csr"] = csr

@@ -148,7 +148,7 @@ async def _answer(request: web.Request, identity: Identity, row: RequestRow, wai
     # subscribing (never from before): a worker may finish between the insert and the subscription.
     found = RequestWithCertificate(row, None) if wait <= 0 and row.status not in FINAL else \
         await _await_outcome(request, row.id, row.project_id, wait)
-    return await _render(request, identity, found, view, status=200 if found.request.status in FINAL else 202)
+    return await _render(request, identity, found, view, status=200 if found.request.status == "issued" else 202)
 
 
 @routes.route("GET", REQUESTS + "/{requestId}", summary="A certificate request (long-poll with ?wait=N)",

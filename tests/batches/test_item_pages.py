@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.api_client import Tenant
@@ -118,3 +119,20 @@ async def test_viewer_reads_items_and_counters_but_never_a_private_key(worker: S
     assert any(i["privateKey"] for i in as_admin)  # odd indexes: keys the server generated
     assert all(i["privateKey"] is None for i in as_viewer)
     assert [{**i, "privateKey": None} for i in as_admin] == as_viewer
+
+
+async def test_an_item_a_worker_is_signing_reads_pending_as_its_request_does(
+    worker: Stack, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    r = await submit(tenant.admin, pki.profile_id, [valid_item(0)])
+    assert r.status == 202, r.body
+    await wait_completed(tenant.admin, r.body["batchId"], timeout=30)
+    # Put back into the state a worker holds it in while signing (the read path is what is tested).
+    await db.execute("UPDATE certificate_requests SET status = 'processing', lease_expires_at = now() + interval '1h'"
+                     " WHERE batch_id = $1::uuid", r.body["batchId"])
+
+    (listed,) = await all_items(tenant.admin, r.body["batchId"])
+    (pending,) = await all_items(tenant.admin, r.body["batchId"], status="pending")
+
+    assert listed["status"] == pending["status"] == "pending", listed
