@@ -10,13 +10,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.api_client import ApiClient, Tenant
+from tests.api_client import ApiClient, Reply, Tenant
 from tests.pki.authorities import POLICIES, PROFILES, ca_body, create_ca, problem_fields
 from tests.pki.storage import fingerprint
 from tests.stack import Stack
 
 
-def policy_body(project_id: str, name: str = "web servers", **changes: Any) -> dict[str, Any]:
+def policy_body(project_id: str, name: str = "web-servers", **changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "projectId": project_id, "name": name, "description": "TLS for internal web servers",
         "subject": [{"type": "common_name", "allowed": ["*.svc.internal"], "required": [], "denied": []}],
@@ -46,18 +46,43 @@ def _without(body: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in keys}
 
 
+def _policy(r: Reply) -> dict[str, Any]:
+    """The policy of a one-policy answer (wrapped as upstream: ``{certificatePolicy: {...}}``)."""
+    assert set(r.body) == {"certificatePolicy"}, r.body
+    policy: dict[str, Any] = r.body["certificatePolicy"]
+    return policy
+
+
+def _profile(r: Reply) -> dict[str, Any]:
+    assert set(r.body) == {"certificateProfile"}, r.body
+    profile: dict[str, Any] = r.body["certificateProfile"]
+    return profile
+
+
 async def _create_policy(client: ApiClient, body: dict[str, Any]) -> dict[str, Any]:
     r = await client.post(POLICIES, body)
     assert r.status == 201, r.body
-    created: dict[str, Any] = r.body
-    return created
+    return _policy(r)
 
 
 async def _create_profile(client: ApiClient, body: dict[str, Any]) -> dict[str, Any]:
     r = await client.post(PROFILES, body)
     assert r.status == 201, r.body
-    created: dict[str, Any] = r.body
-    return created
+    return _profile(r)
+
+
+async def _policies(client: ApiClient, project_id: str, **params: str) -> list[dict[str, Any]]:
+    r = await client.get(POLICIES, params={"projectId": project_id, **params})
+    assert r.status == 200 and set(r.body) == {"certificatePolicies", "totalCount"}, r.body
+    listed: list[dict[str, Any]] = r.body["certificatePolicies"]
+    return listed
+
+
+async def _profiles(client: ApiClient, project_id: str, **params: str) -> list[dict[str, Any]]:
+    r = await client.get(PROFILES, params={"projectId": project_id, **params})
+    assert r.status == 200 and set(r.body) == {"certificateProfiles", "totalCount"}, r.body
+    listed: list[dict[str, Any]] = r.body["certificateProfiles"]
+    return listed
 
 
 # -- policies -------------------------------------------------------------------------------------
@@ -70,21 +95,21 @@ async def test_created_policy_reads_back_as_sent_and_is_listed_in_its_project(te
 
     assert _without(created, "id", "createdAt", "updatedAt") == sent
     fetched = await tenant.admin.get(f"{POLICIES}/{created['id']}")
-    assert fetched.status == 200 and fetched.body == created
-    listed = await tenant.admin.get(POLICIES, params={"projectId": tenant.project_id})
-    assert listed.status == 200 and listed.body["items"] == [created]
+    assert fetched.status == 200 and _policy(fetched) == created
+    assert await _policies(tenant.admin, tenant.project_id) == [created]
 
 
 async def test_policy_patch_replaces_the_given_fields_and_keeps_the_rest(tenant: Tenant) -> None:
     created = await _create_policy(tenant.admin, policy_body(tenant.project_id))
 
     r = await tenant.admin.patch(f"{POLICIES}/{created['id']}",
-                                 {"name": "web servers v2", "validity": {"max": "30d"}})
+                                 {"name": "web-servers-v2", "validity": {"max": "30d"}})
 
     assert r.status == 200, r.body
-    assert r.body["name"] == "web servers v2" and r.body["validity"] == {"max": "30d"}
-    assert _without(r.body, "name", "validity", "updatedAt") == _without(created, "name", "validity", "updatedAt")
-    assert (await tenant.admin.get(f"{POLICIES}/{created['id']}")).body == r.body
+    patched = _policy(r)
+    assert patched["name"] == "web-servers-v2" and patched["validity"] == {"max": "30d"}
+    assert _without(patched, "name", "validity", "updatedAt") == _without(created, "name", "validity", "updatedAt")
+    assert _policy(await tenant.admin.get(f"{POLICIES}/{created['id']}")) == patched
 
 
 async def test_deleted_policy_is_gone(tenant: Tenant) -> None:
@@ -92,10 +117,10 @@ async def test_deleted_policy_is_gone(tenant: Tenant) -> None:
 
     r = await tenant.admin.delete(f"{POLICIES}/{created['id']}")
 
-    assert r.status == 204
+    assert r.status == 200 and _policy(r) == created, r.body
     gone = await tenant.admin.get(f"{POLICIES}/{created['id']}")
     assert gone.status == 404 and gone.is_problem()
-    assert (await tenant.admin.get(POLICIES, params={"projectId": tenant.project_id})).body["items"] == []
+    assert await _policies(tenant.admin, tenant.project_id) == []
     assert (await tenant.admin.delete(f"{POLICIES}/{created['id']}")).status == 404
 
 
@@ -155,7 +180,7 @@ async def test_unknown_policy_fields_are_ignored_and_not_stored(tenant: Tenant) 
 
     read = await tenant.admin.get(f"{POLICIES}/{created['id']}")
     assert read.status == 200, read.body
-    for view in (created, read.body):
+    for view in (created, _policy(read)):
         assert "colour" not in str(view), view
         assert _without(view, *VOLATILE) == _without(plain, *VOLATILE)
 
@@ -167,7 +192,7 @@ async def test_policy_patch_of_only_unknown_fields_is_accepted_and_changes_nothi
 
     assert r.status == 200, r.body
     read = await tenant.admin.get(f"{POLICIES}/{created['id']}")
-    for view in (r.body, read.body):
+    for view in (_policy(r), _policy(read)):
         assert "colour" not in str(view), view
         assert _without(view, "updatedAt") == _without(created, "updatedAt")
 
@@ -187,15 +212,16 @@ async def test_created_profile_reads_back_by_id_by_slug_and_in_its_projects_list
     created = await _create_profile(tenant.admin, sent)
 
     assert created["caId"] is None
-    assert _without(created, "id", "createdAt", "updatedAt", "caId", "defaults") == _without(sent, "defaults")
+    assert (created["acmeConfig"], created["estConfig"], created["externalConfigs"]) == (None, None, None)
+    assert _without(created, "id", "createdAt", "updatedAt", "caId", "defaults", "acmeConfig", "estConfig",
+                    "externalConfigs") == _without(sent, "defaults")
     # Defaults the profile does not set read back as null.
     assert {k: v for k, v in created["defaults"].items() if v is not None} == sent["defaults"]
     by_id = await tenant.admin.get(f"{PROFILES}/{created['id']}")
     by_slug = await tenant.admin.get(f"{PROFILES}/slug/web")
-    listed = await tenant.admin.get(PROFILES, params={"projectId": tenant.project_id})
-    assert by_id.status == by_slug.status == listed.status == 200
-    assert by_id.body == by_slug.body == created
-    assert listed.body["items"] == [created]
+    assert by_id.status == by_slug.status == 200
+    assert _profile(by_id) == _profile(by_slug) == created
+    assert await _profiles(tenant.admin, tenant.project_id) == [created]
 
 
 async def test_profile_patch_replaces_the_given_fields_and_keeps_the_rest(
@@ -205,10 +231,11 @@ async def test_profile_patch_replaces_the_given_fields_and_keeps_the_rest(
     r = await tenant.admin.patch(f"{PROFILES}/{created['id']}", {"slug": "web-v2", "description": "renamed"})
 
     assert r.status == 200, r.body
-    assert (r.body["slug"], r.body["description"]) == ("web-v2", "renamed")
+    patched = _profile(r)
+    assert (patched["slug"], patched["description"]) == ("web-v2", "renamed")
     kept = ("slug", "description", "updatedAt")
-    assert _without(r.body, *kept) == _without(created, *kept)
-    assert (await tenant.admin.get(f"{PROFILES}/slug/web-v2")).body == r.body
+    assert _without(patched, *kept) == _without(created, *kept)
+    assert _profile(await tenant.admin.get(f"{PROFILES}/slug/web-v2")) == patched
     assert (await tenant.admin.get(f"{PROFILES}/slug/web")).status == 404
 
 
@@ -217,11 +244,11 @@ async def test_deleted_profile_is_gone(tenant: Tenant, policy: dict[str, Any]) -
 
     r = await tenant.admin.delete(f"{PROFILES}/{created['id']}")
 
-    assert r.status == 204
+    assert r.status == 200 and _profile(r) == created, r.body
     for path in (f"{PROFILES}/{created['id']}", f"{PROFILES}/slug/web"):
         gone = await tenant.admin.get(path)
         assert gone.status == 404 and gone.is_problem(), path
-    assert (await tenant.admin.get(PROFILES, params={"projectId": tenant.project_id})).body["items"] == []
+    assert await _profiles(tenant.admin, tenant.project_id) == []
 
 
 async def test_profile_issued_by_an_internal_ca_names_that_ca(
@@ -275,8 +302,8 @@ async def test_policy_used_by_a_profile_cannot_be_deleted_until_the_profile_is(
 
     assert refused.status == 409 and refused.is_problem(), refused.body
     assert await fingerprint(db, tenant.project_id) == before
-    assert (await tenant.admin.delete(f"{PROFILES}/{profile['id']}")).status == 204
-    assert (await tenant.admin.delete(f"{POLICIES}/{policy['id']}")).status == 204
+    assert (await tenant.admin.delete(f"{PROFILES}/{profile['id']}")).status == 200
+    assert (await tenant.admin.delete(f"{POLICIES}/{policy['id']}")).status == 200
 
 
 async def test_duplicate_profile_slug_in_a_project_is_409(
@@ -312,7 +339,7 @@ async def test_viewer_reads_policies_and_profiles_but_gets_403_on_every_change(
     before = await fingerprint(db, tenant.project_id)
 
     replies = [
-        await viewer.post(POLICIES, policy_body(tenant.project_id, "by viewer")),
+        await viewer.post(POLICIES, policy_body(tenant.project_id, "by-viewer")),
         await viewer.patch(f"{POLICIES}/{policy['id']}", {"description": "by viewer"}),
         await viewer.delete(f"{POLICIES}/{policy['id']}"),
         await viewer.post(PROFILES, profile_body(tenant.project_id, policy["id"], slug="by-viewer")),
