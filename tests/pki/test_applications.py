@@ -165,8 +165,8 @@ async def test_viewer_reads_applications_but_gets_403_on_every_change(
     assert await fingerprint(db, tenant.project_id) == before
 
 
-async def test_another_projects_application_and_profiles_are_404_everywhere(
-        make_tenant, db: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_another_projects_application_and_profiles_are_404_everywhere(  # type: ignore[no-untyped-def]
+        make_tenant, db: asyncpg.Connection) -> None:
     a: Tenant = await make_tenant("a")
     b: Tenant = await make_tenant("b")
     a_web = await _profile(a.admin, a.project_id, "web")
