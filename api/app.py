@@ -8,7 +8,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from aiohttp import web
 
-from api import auth, authorities, batches, certificates, ops, profiles
+from api import applications, auth, authorities, batches, certificates, ops, profiles
 from api.broker import Broker
 from api.context import (
     BROKER,
@@ -41,7 +41,8 @@ from shared.profiles import IssuingContextCache
 from shared.secrets.keyring import KeyRing, root_key_from
 
 ROUTE_TABLES: list[Routes] = [
-    ops.routes, auth.routes, authorities.routes, profiles.routes, certificates.routes, batches.routes,
+    ops.routes, auth.routes, authorities.routes, profiles.routes, applications.routes, certificates.routes,
+    batches.routes,
 ]
 
 

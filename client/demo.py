@@ -32,10 +32,10 @@ async def ensure_demo_pki(kms: KmsClient, project_id: str) -> dict[str, Any]:
                         parentCaId=root["id"], commonName="Demo Issuing CA", organization="Hanzo KMS Demo",
                         keyAlgorithm="EC_prime256v1", ttl="5y")
     _, profiles, _ = await kms.call("GET", PROFILES, params={"projectId": project_id})
-    for profile in profiles["items"]:
+    for profile in profiles["certificateProfiles"]:
         if profile["slug"] == DEMO_SLUG:
             return dict(profile)
-    _, policy, _ = await kms.call("POST", POLICIES, {
+    _, created_policy, _ = await kms.call("POST", POLICIES, {
         "projectId": project_id, "name": "demo-web",
         "description": "TLS server and client certificates for *.demo.internal",
         "subject": [{"type": "common_name", "allowed": ["*.demo.internal"]},
@@ -46,10 +46,11 @@ async def ensure_demo_pki(kms: KmsClient, project_id: str) -> dict[str, Any]:
         "extendedKeyUsages": {"allowed": ["server_auth", "client_auth"]},
         "validity": {"max": "90d"},
     })
-    _, profile, _ = await kms.call("POST", PROFILES, {
+    policy = created_policy["certificatePolicy"]
+    _, created_profile, _ = await kms.call("POST", PROFILES, {
         "projectId": project_id, "slug": DEMO_SLUG, "description": "demo TLS profile",
         "issuerType": "ca", "caId": issuing["id"], "certificatePolicyId": policy["id"],
-        "apiConfig": {"autoRenew": False},
-        "defaults": {"ttl": "30d", "keyAlgorithm": "EC_prime256v1", "extendedKeyUsages": ["server_auth"]},
+        "enrollmentType": "api", "apiConfig": {"autoRenew": False},
+        "defaults": {"ttlDays": 30, "keyAlgorithm": "EC_prime256v1", "extendedKeyUsages": ["server_auth"]},
     })
-    return dict(profile)
+    return dict(created_profile["certificateProfile"])

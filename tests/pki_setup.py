@@ -49,9 +49,11 @@ async def make_pki(admin: ApiClient, project_id: str, *, key_algorithm: str = "E
     assert issuing.status == 201, issuing.body
     pol = await admin.post(POLICIES, {"projectId": project_id, "name": f"{slug}-policy", **(policy or OPEN_POLICY)})
     assert pol.status == 201, pol.body
+    policy_id = pol.body["certificatePolicy"]["id"]
     profile_body: dict[str, Any] = {
-        "projectId": project_id, "slug": slug, "issuerType": issuer_type, "certificatePolicyId": pol.body["id"],
-        "defaults": {"ttl": "30d", "keyAlgorithm": key_algorithm, "extendedKeyUsages": ["server_auth"]},
+        "projectId": project_id, "slug": slug, "issuerType": issuer_type, "certificatePolicyId": policy_id,
+        "enrollmentType": "api", "apiConfig": {"autoRenew": False},
+        "defaults": {"ttlDays": 30, "keyAlgorithm": key_algorithm, "extendedKeyUsages": ["server_auth"]},
     }
     if issuer_type == "ca":
         profile_body["caId"] = issuing.body["id"]
@@ -59,5 +61,5 @@ async def make_pki(admin: ApiClient, project_id: str, *, key_algorithm: str = "E
     assert prof.status == 201, prof.body
     root_pem = (await admin.get(f"{CA}/{root.body['id']}/certificate")).body["certificate"]
     issuing_pem = (await admin.get(f"{CA}/{issuing.body['id']}/certificate")).body["certificate"]
-    return Pki(project_id, root.body["id"], issuing.body["id"], pol.body["id"], prof.body["id"], root_pem,
-               issuing_pem)
+    return Pki(project_id, root.body["id"], issuing.body["id"], policy_id, prof.body["certificateProfile"]["id"],
+               root_pem, issuing_pem)

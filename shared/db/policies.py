@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from shared.db import Executor
+from shared.db.requests import CertificateRow
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,14 @@ class ProfileRow:
     defaults: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    acme_config: dict[str, Any] | None = None
+    est_config: dict[str, Any] | None = None
+    external_configs: dict[str, Any] | None = None
 
 
 _POLICY_COLS = "id, project_id, name, description, rules, created_at, updated_at"
 _PROFILE_COLS = ("id, project_id, slug, description, issuer_type, ca_id, certificate_policy_id, enrollment_type,"
-                 " api_config, defaults, created_at, updated_at")
+                 " api_config, defaults, created_at, updated_at, acme_config, est_config, external_configs")
 
 
 def _policy(row: Any) -> PolicyRow:
@@ -66,10 +70,25 @@ async def get_policy(conn: Executor, policy_id: UUID, project_id: UUID | None = 
     return None if row is None else _policy(row)
 
 
-async def list_policies(conn: Executor, project_id: UUID) -> list[PolicyRow]:
+def _like(search: str | None) -> str | None:
+    """A case-insensitive substring pattern for ``search`` (LIKE's wildcards in it match themselves)."""
+    if not search:
+        return None
+    return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def list_policies(conn: Executor, project_id: UUID, *, offset: int = 0, limit: int = 100,
+                        search: str | None = None) -> tuple[list[PolicyRow], int]:
+    """One page of a project's policies (oldest first) and how many match in all."""
     rows = await conn.fetch(
-        f"SELECT {_POLICY_COLS} FROM certificate_policies WHERE project_id = $1 ORDER BY created_at, id", project_id)
-    return [_policy(r) for r in rows]
+        f"SELECT {_POLICY_COLS}, count(*) OVER () AS total FROM certificate_policies"
+        f" WHERE project_id = $1 AND ($2::text IS NULL OR name ILIKE $2 OR description ILIKE $2)"
+        f" ORDER BY created_at, id OFFSET $3 LIMIT $4", project_id, _like(search), offset, limit)
+    total = rows[0]["total"] if rows else await conn.fetchval(
+        "SELECT count(*) FROM certificate_policies"
+        " WHERE project_id = $1 AND ($2::text IS NULL OR name ILIKE $2 OR description ILIKE $2)",
+        project_id, _like(search))
+    return [_policy(r) for r in rows], int(total)
 
 
 async def update_policy(conn: Executor, policy_id: UUID, *, name: str, description: str,
@@ -95,14 +114,16 @@ async def delete_policy(conn: Executor, policy_id: UUID, project_id: UUID) -> st
 
 async def insert_profile(conn: Executor, *, project_id: UUID, slug: str, description: str, issuer_type: str,
                          ca_id: UUID | None, certificate_policy_id: UUID, enrollment_type: str,
-                         api_config: dict[str, Any], defaults: dict[str, Any]) -> ProfileRow | None:
+                         api_config: dict[str, Any], defaults: dict[str, Any],
+                         acme_config: dict[str, Any] | None = None, est_config: dict[str, Any] | None = None,
+                         external_configs: dict[str, Any] | None = None) -> ProfileRow | None:
     row = await conn.fetchrow(
         f"INSERT INTO certificate_profiles (project_id, slug, description, issuer_type, ca_id,"
-        f" certificate_policy_id, enrollment_type, api_config, defaults)"
-        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        f" certificate_policy_id, enrollment_type, api_config, defaults, acme_config, est_config, external_configs)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         f" ON CONFLICT (project_id, slug) DO NOTHING RETURNING {_PROFILE_COLS}",
         project_id, slug, description, issuer_type, ca_id, certificate_policy_id, enrollment_type, api_config,
-        defaults)
+        defaults, acme_config, est_config, external_configs)
     return None if row is None else _profile(row)
 
 
@@ -119,22 +140,38 @@ async def get_profile_by_slug(conn: Executor, project_id: UUID, slug: str) -> Pr
     return None if row is None else _profile(row)
 
 
-async def list_profiles(conn: Executor, project_id: UUID) -> list[ProfileRow]:
+_PROFILE_FILTER = ("project_id = $1 AND ($2::text IS NULL OR slug ILIKE $2 OR description ILIKE $2)"
+                   " AND ($3::text IS NULL OR enrollment_type = $3) AND ($4::text IS NULL OR issuer_type = $4)"
+                   " AND ($5::uuid IS NULL OR ca_id = $5)")
+
+
+async def list_profiles(conn: Executor, project_id: UUID, *, offset: int = 0, limit: int = 100,
+                        search: str | None = None, enrollment_type: str | None = None,
+                        issuer_type: str | None = None, ca_id: UUID | None = None) -> tuple[list[ProfileRow], int]:
+    """One page of a project's profiles (oldest first) and how many match the filters in all."""
+    args = (project_id, _like(search), enrollment_type, issuer_type, ca_id)
     rows = await conn.fetch(
-        f"SELECT {_PROFILE_COLS} FROM certificate_profiles WHERE project_id = $1 ORDER BY created_at, id", project_id)
-    return [_profile(r) for r in rows]
+        f"SELECT {_PROFILE_COLS}, count(*) OVER () AS total FROM certificate_profiles WHERE {_PROFILE_FILTER}"
+        f" ORDER BY created_at, id OFFSET $6 LIMIT $7", *args, offset, limit)
+    total = rows[0]["total"] if rows else await conn.fetchval(
+        f"SELECT count(*) FROM certificate_profiles WHERE {_PROFILE_FILTER}", *args)
+    return [_profile(r) for r in rows], int(total)
 
 
 async def update_profile(conn: Executor, profile_id: UUID, *, slug: str, description: str, issuer_type: str,
                          ca_id: UUID | None, certificate_policy_id: UUID, api_config: dict[str, Any],
-                         defaults: dict[str, Any]) -> ProfileRow | None:
+                         defaults: dict[str, Any], acme_config: dict[str, Any] | None = None,
+                         est_config: dict[str, Any] | None = None,
+                         external_configs: dict[str, Any] | None = None) -> ProfileRow | None:
     row = await conn.fetchrow(
         f"UPDATE certificate_profiles SET slug = $2, description = $3, issuer_type = $4, ca_id = $5,"
-        f" certificate_policy_id = $6, api_config = $7, defaults = $8, updated_at = now()"
+        f" certificate_policy_id = $6, api_config = $7, defaults = $8, acme_config = $9, est_config = $10,"
+        f" external_configs = $11, updated_at = now()"
         f" WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM certificate_profiles o"
         f"   WHERE o.project_id = certificate_profiles.project_id AND o.slug = $2 AND o.id <> $1)"
         f" RETURNING {_PROFILE_COLS}",
-        profile_id, slug, description, issuer_type, ca_id, certificate_policy_id, api_config, defaults)
+        profile_id, slug, description, issuer_type, ca_id, certificate_policy_id, api_config, defaults,
+        acme_config, est_config, external_configs)
     return None if row is None else _profile(row)
 
 
@@ -169,3 +206,34 @@ async def delete_profile(conn: Executor, profile_id: UUID, project_id: UUID) -> 
     done = await conn.fetchval(
         "DELETE FROM certificate_profiles WHERE id = $1 AND project_id = $2 RETURNING id", profile_id, project_id)
     return done is not None
+
+
+_CERT_FILTER = ("profile_id = $1 AND ($2::text IS NULL OR ($2 = 'active') = (not_after > now()))"
+                " AND ($3::text IS NULL OR common_name ILIKE $3 OR serial_number ILIKE $3)")
+
+
+async def profile_certificates(conn: Executor, profile_id: UUID, *, offset: int, limit: int,
+                               status: str | None = None, search: str | None = None
+                               ) -> tuple[list[CertificateRow], int]:
+    """A page of the certificates issued with a profile (newest first) and how many match in all.
+
+    ``status`` is ``active`` (not yet past notAfter) or ``expired``; ``search`` matches the common name
+    or the serial number.
+    """
+    fields = list(CertificateRow.__dataclass_fields__)
+    args = (profile_id, status, _like(search))
+    rows = await conn.fetch(
+        f"SELECT {', '.join(fields)}, count(*) OVER () AS total FROM certificates WHERE {_CERT_FILTER}"
+        f" ORDER BY created_at DESC, id OFFSET $4 LIMIT $5", *args, offset, limit)
+    total = rows[0]["total"] if rows else await conn.fetchval(
+        f"SELECT count(*) FROM certificates WHERE {_CERT_FILTER}", *args)
+    return [CertificateRow(**{k: r[k] for k in fields}) for r in rows], int(total)
+
+
+async def latest_active_certificate(conn: Executor, profile_id: UUID) -> CertificateRow | None:
+    """The profile's newest certificate that is valid now, or None."""
+    fields = list(CertificateRow.__dataclass_fields__)
+    row = await conn.fetchrow(
+        f"SELECT {', '.join(fields)} FROM certificates WHERE profile_id = $1 AND not_after > now()"
+        f" AND not_before <= now() ORDER BY not_before DESC, created_at DESC, id LIMIT 1", profile_id)
+    return None if row is None else CertificateRow(**{k: row[k] for k in fields})

@@ -163,15 +163,21 @@ class IssueAttributes(SubjectFields):
 
 
 class ProfileDefaults(SubjectFields):
-    """What a profile puts in a certificate when the request does not say."""
+    """What a profile puts in a certificate when the request does not say.
 
+    ``ttlDays`` is upstream's validity default; ``ttl`` (a duration such as ``30d``) is our older
+    spelling, kept as an extension (``ttlDays`` wins when both are given).
+    """
+
+    ttl_days: int | None = Field(default=None, ge=1, le=36_500)
     ttl: Ttl | None = None
     key_algorithm: KeyAlgorithmName | None = None
     signature_algorithm: SignatureAlgorithmName | None = None
     key_usages: list[KeyUsageName] | None = None
     extended_key_usages: list[ExtendedKeyUsageName] | None = None
+    basic_constraints: BasicConstraintsInput | None = None
 
 
 class ApiConfig(CamelModel):
     auto_renew: bool = False
-    renew_before_days: int | None = Field(default=None, ge=1, le=3650)
+    renew_before_days: int | None = Field(default=None, ge=1, le=30)

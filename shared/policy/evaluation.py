@@ -55,10 +55,12 @@ def _validity(attributes: IssueAttributes, defaults: ProfileDefaults) -> Validit
     if attributes.not_before is not None and attributes.not_after is not None:
         return Validity(not_before=attributes.not_before.astimezone(UTC),
                         not_after=attributes.not_after.astimezone(UTC))
+    if defaults.ttl_days is not None:
+        return Validity(ttl_seconds=defaults.ttl_days * 86_400)
     if defaults.ttl is not None:
         return Validity(ttl_seconds=parse_ttl(defaults.ttl))
     raise BadRequest("no validity: give attributes.ttl (e.g. '90d') or notBefore and notAfter, or set a "
-                     "default ttl in the profile", [FieldError("attributes.ttl", "required")])
+                     "default ttlDays in the profile", [FieldError("attributes.ttl", "required")])
 
 
 def _coherence(template: CertificateTemplate, now: datetime) -> list[FieldError]:
@@ -129,7 +131,8 @@ def evaluate_request(
 
     key_algorithm = csr.key_algorithm if csr is not None else (
         attributes.key_algorithm or defaults.key_algorithm or DEFAULT_KEY_ALGORITHM)
-    constraints = attributes.basic_constraints or (csr.basic_constraints if csr else None)
+    constraints = (attributes.basic_constraints or (csr.basic_constraints if csr else None)
+                   or defaults.basic_constraints)
     is_ca = constraints.is_ca if constraints else False
 
     requested_usages = attributes.key_usages or (csr.key_usages if csr else None) or defaults.key_usages

@@ -37,6 +37,7 @@ from tests.pki_setup import CA, ISSUE, OPEN_POLICY, POLICIES, PROFILES, REQUESTS
 from tests.stack import Stack
 
 BATCHES = "/api/v1/cert-manager/certificate-batches"
+APPLICATIONS = "/api/v1/cert-manager/applications"
 Route = tuple[str, str]  # (method, path template), as the route table spells them
 # The routes the app installs, in the order it installs them (api.app.create_app builds the same list).
 ROUTES: list[Route] = [(ep.method, ep.path) for table in ROUTE_TABLES for ep in table.endpoints]
@@ -114,14 +115,15 @@ def root_ca_body(project_id: str) -> dict[str, Any]:
 
 def profile_body(world: World) -> dict[str, Any]:
     return {"projectId": world.project_id, "slug": unique("walk"), "issuerType": "ca", "caId": world.issuing_id,
-            "certificatePolicyId": world.policy_id,
-            "defaults": {"ttl": "30d", "keyAlgorithm": "EC_prime256v1", "extendedKeyUsages": ["server_auth"]}}
+            "certificatePolicyId": world.policy_id, "enrollmentType": "api", "apiConfig": {"autoRenew": False},
+            "defaults": {"ttlDays": 30, "keyAlgorithm": "EC_prime256v1", "extendedKeyUsages": ["server_auth"]}}
 
 
-async def created(admin: ApiClient, path: str, body: dict[str, Any], id_field: str = "id") -> str:
+async def created(admin: ApiClient, path: str, body: dict[str, Any], id_field: str = "id",
+                  wrapper: str | None = None) -> str:
     r = await admin.post(path, body)
     assert r.status == 201, (path, r.status, r.body)
-    new_id: str = r.body[id_field]
+    new_id: str = (r.body[wrapper] if wrapper else r.body)[id_field]
     return new_id
 
 
@@ -133,11 +135,35 @@ async def fresh_identity(world: World, admin: ApiClient) -> Call:
 
 async def fresh_policy(world: World, admin: ApiClient) -> Call:
     body = {"projectId": world.project_id, "name": unique("doomed"), **OPEN_POLICY}
-    return Call(f"{POLICIES}/{await created(admin, POLICIES, body)}")
+    return Call(f"{POLICIES}/{await created(admin, POLICIES, body, wrapper='certificatePolicy')}")
 
 
 async def fresh_profile(world: World, admin: ApiClient) -> Call:
-    return Call(f"{PROFILES}/{await created(admin, PROFILES, profile_body(world))}")
+    return Call(f"{PROFILES}/{await created(admin, PROFILES, profile_body(world), wrapper='certificateProfile')}")
+
+
+def application_body(world: World, profiles: bool = True) -> dict[str, Any]:
+    return {"projectId": world.project_id, "name": unique("walk-app"),
+            "profileIds": [world.profile_id] if profiles else []}
+
+
+async def fresh_application(world: World, admin: ApiClient, profiles: bool = True) -> tuple[str, str]:
+    """A new application of project A (with the world's profile): its id and name."""
+    body = application_body(world, profiles)
+    return await created(admin, APPLICATIONS, body, wrapper="application"), body["name"]
+
+
+def on_application(tail: str, body: Callable[[World], Any] | None = None, profiles: bool = True) -> Build:
+    async def build(world: World, admin: ApiClient) -> Call:
+        application_id, _ = await fresh_application(world, admin, profiles)
+        return Call(f"{APPLICATIONS}/{application_id}{tail}".replace("{profileId}", world.profile_id),
+                    body(world) if body else None)
+    return build
+
+
+async def application_by_name(world: World, admin: ApiClient) -> Call:
+    _, name = await fresh_application(world, admin)
+    return Call(f"{APPLICATIONS}/by-name/{name}", params={"projectId": world.project_id})
 
 
 async def fresh_certificate(world: World, admin: ApiClient) -> Call:
@@ -181,7 +207,7 @@ EXPECTED: dict[Route, Expect] = {
     ("GET", POLICIES + "/{policyId}"): Expect("viewer", (200,), at(lambda w: Call(f"{POLICIES}/{w.policy_id}"))),
     ("PATCH", POLICIES + "/{policyId}"): Expect(
         "admin", (200,), at(lambda w: Call(f"{POLICIES}/{w.policy_id}", {"description": unique("walked")}))),
-    ("DELETE", POLICIES + "/{policyId}"): Expect("admin", (204,), fresh_policy),
+    ("DELETE", POLICIES + "/{policyId}"): Expect("admin", (200,), fresh_policy),
     ("POST", PROFILES): Expect("admin", (201,), at(lambda w: Call(PROFILES, profile_body(w)))),
     ("GET", PROFILES): Expect("viewer", (200,), at(lambda w: Call(PROFILES, params={"projectId": w.project_id}))),
     ("GET", PROFILES + "/slug/{slug}"): Expect(
@@ -189,7 +215,23 @@ EXPECTED: dict[Route, Expect] = {
     ("GET", PROFILES + "/{profileId}"): Expect("viewer", (200,), at(lambda w: Call(f"{PROFILES}/{w.profile_id}"))),
     ("PATCH", PROFILES + "/{profileId}"): Expect(
         "admin", (200,), at(lambda w: Call(f"{PROFILES}/{w.profile_id}", {"description": unique("walked")}))),
-    ("DELETE", PROFILES + "/{profileId}"): Expect("admin", (204,), fresh_profile),
+    ("DELETE", PROFILES + "/{profileId}"): Expect("admin", (200,), fresh_profile),
+    ("GET", PROFILES + "/{profileId}/certificates"): Expect(
+        "viewer", (200,), at(lambda w: Call(f"{PROFILES}/{w.profile_id}/certificates"))),
+    ("GET", PROFILES + "/{profileId}/certificates/latest-active-bundle"): Expect(
+        "viewer", (200,), at(lambda w: Call(f"{PROFILES}/{w.profile_id}/certificates/latest-active-bundle")),
+        key=True),
+    # -- applications: admin writes, viewer reads ------------------------------------------------
+    ("POST", APPLICATIONS): Expect("admin", (201,), at(lambda w: Call(APPLICATIONS, application_body(w)))),
+    ("GET", APPLICATIONS): Expect(
+        "viewer", (200,), at(lambda w: Call(APPLICATIONS, params={"projectId": w.project_id}))),
+    ("GET", APPLICATIONS + "/by-name/{name}"): Expect("viewer", (200,), application_by_name),
+    ("GET", APPLICATIONS + "/{applicationId}"): Expect("viewer", (200,), on_application("")),
+    ("GET", APPLICATIONS + "/{applicationId}/profiles"): Expect("viewer", (200,), on_application("/profiles")),
+    ("POST", APPLICATIONS + "/{applicationId}/profiles"): Expect("admin", (200,), on_application(
+        "/profiles", lambda w: {"profileIds": [w.profile_id]}, profiles=False)),
+    ("DELETE", APPLICATIONS + "/{applicationId}/profiles/{profileId}"): Expect(
+        "admin", (200,), on_application("/profiles/{profileId}")),
     # -- issuance: issuer issues and reads keys, viewer reads the rest ---------------------------
     ("POST", ISSUE): Expect("issuer", (202,), at(lambda w: Call(
         ISSUE, {"profileId": w.profile_id, "attributes": server_key_attributes("walk.example.test")}))),

@@ -97,7 +97,7 @@ async def test_request_that_finds_the_pool_exhausted_is_a_503_problem_with_retry
 async def spare_policy(tenant: Tenant, name: str = "spare") -> str:
     r = await tenant.admin.post(POLICIES, {"projectId": tenant.project_id, "name": name, **OPEN_POLICY})
     assert r.status == 201, r.body
-    policy_id: str = r.body["id"]
+    policy_id: str = r.body["certificatePolicy"]["id"]
     return policy_id
 
 

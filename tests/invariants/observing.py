@@ -71,9 +71,10 @@ async def self_signed_profile(admin: ApiClient, pki: Pki, slug: str = "self", ke
     """A self-signed profile under ``pki``'s policy: the worker signs each certificate with its own key."""
     r = await admin.post(PROFILES, {
         "projectId": pki.project_id, "slug": slug, "issuerType": "self-signed", "certificatePolicyId": pki.policy_id,
-        "defaults": {"ttl": "30d", "keyAlgorithm": key_algorithm, "extendedKeyUsages": ["server_auth"]}})
+        "enrollmentType": "api", "apiConfig": {"autoRenew": False},
+        "defaults": {"ttlDays": 30, "keyAlgorithm": key_algorithm, "extendedKeyUsages": ["server_auth"]}})
     assert r.status == 201, r.body
-    profile_id: str = r.body["id"]
+    profile_id: str = r.body["certificateProfile"]["id"]
     return profile_id
 
 

@@ -92,9 +92,10 @@ async def _ca_chain(admin: ApiClient, project_id: str, algorithm: str, tag: str,
 async def _profile(admin: ApiClient, project_id: str, slug: str, ca_id: str, policy_id: str, algorithm: str) -> str:
     r = await admin.post(PROFILES, {
         "projectId": project_id, "slug": slug, "issuerType": "ca", "caId": ca_id, "certificatePolicyId": policy_id,
-        "defaults": {"ttl": "30d", "keyAlgorithm": algorithm, "extendedKeyUsages": ["server_auth"]}})
+        "enrollmentType": "api", "apiConfig": {"autoRenew": False},
+        "defaults": {"ttlDays": 30, "keyAlgorithm": algorithm, "extendedKeyUsages": ["server_auth"]}})
     assert r.status == 201, r.body
-    profile_id: str = r.body["id"]
+    profile_id: str = r.body["certificateProfile"]["id"]
     return profile_id
 
 
@@ -104,7 +105,8 @@ async def _hierarchy(admin: ApiClient, project_id: str, algorithm: str) -> Hiera
     pems = [(await ca_certificate(admin, ca["id"]))[0] for ca in cas]
     policy = await admin.post(POLICIES, {"projectId": project_id, "name": f"{tag}-policy", **OPEN_POLICY})
     assert policy.status == 201, policy.body
-    profile = await _profile(admin, project_id, tag, cas[-1]["id"], policy.body["id"], algorithm)
+    policy_id = policy.body["certificatePolicy"]["id"]
+    profile = await _profile(admin, project_id, tag, cas[-1]["id"], policy_id, algorithm)
     leaf = await _timed(admin, profile, f"{tag}.example.test",
                         attributes=server_key_attributes(f"{tag}.example.test"))
     body = await admin.get(f"{CERTIFICATES}/{leaf.view['certificateId']}/certificate")
@@ -114,7 +116,7 @@ async def _hierarchy(admin: ApiClient, project_id: str, algorithm: str) -> Hiera
     bare_name = f"{tag}-no-subject.example.test"
     without_subject = await _timed(admin, profile, bare_name, csr=make_csr(
         NEW_KEY[algorithm](), cn=None, sans=(x509.DNSName(bare_name),)))
-    pki = Pki(project_id, cas[0]["id"], cas[-1]["id"], policy.body["id"], profile, pems[0], pems[-1])
+    pki = Pki(project_id, cas[0]["id"], cas[-1]["id"], policy_id, profile, pems[0], pems[-1])
     self_profile = await self_signed_profile(admin, pki, slug=f"{tag}-self", key_algorithm=algorithm)
     self_signed = await _timed(admin, self_profile, f"{tag}-self.example.test",
                                attributes=server_key_attributes(f"{tag}-self.example.test"))
@@ -239,7 +241,8 @@ async def test_leaf_that_would_outlive_its_issuing_ca_is_refused_with_a_clear_me
     cas = await _ca_chain(tenant.admin, tenant.project_id, "EC_prime256v1", "short", issuing_ttl="10d")
     policy = await tenant.admin.post(POLICIES, {"projectId": tenant.project_id, "name": "short", **OPEN_POLICY})
     assert policy.status == 201, policy.body
-    profile = await _profile(tenant.admin, tenant.project_id, "short", cas[-1]["id"], policy.body["id"],
+    profile = await _profile(tenant.admin, tenant.project_id, "short", cas[-1]["id"],
+                             policy.body["certificatePolicy"]["id"],
                              "EC_prime256v1")
 
     r = await submit(tenant.admin, profile, attributes=server_key_attributes("long.example.test", ttl="30d"),

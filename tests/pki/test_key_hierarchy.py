@@ -128,9 +128,11 @@ async def _issue_one(tenant: Tenant, ca_id: str) -> str:
     assert policy.status == 201, policy.body
     profile = await tenant.admin.post(PROFILES, {
         "projectId": tenant.project_id, "slug": slug, "issuerType": "ca", "caId": ca_id,
-        "certificatePolicyId": policy.body["id"], "defaults": {"ttl": "30d", "keyAlgorithm": "EC_prime256v1"}})
+        "certificatePolicyId": policy.body["certificatePolicy"]["id"], "enrollmentType": "api",
+        "apiConfig": {"autoRenew": False}, "defaults": {"ttlDays": 30, "keyAlgorithm": "EC_prime256v1"}})
     assert profile.status == 201, profile.body
-    view = await issued(tenant.admin, profile.body["id"], attributes=server_key_attributes(f"{slug}.example.test"))
+    view = await issued(tenant.admin, profile.body["certificateProfile"]["id"],
+                        attributes=server_key_attributes(f"{slug}.example.test"))
     certificate_id: str = view["certificateId"]
     return certificate_id
 

@@ -41,10 +41,11 @@ async def projects(worker: Stack, make_tenant, db: asyncpg.Connection) -> Projec
     for t in tenants:
         ca = await create_ca(t.admin, ca_body(t.project_id, "root"))
         policy = await t.admin.post(POLICIES, policy_body(t.project_id))
-        profile = await t.admin.post(PROFILES, profile_body(t.project_id, policy.body["id"], issuerType="ca",
-                                                             caId=ca["id"]))
+        profile = await t.admin.post(PROFILES, profile_body(t.project_id, policy.body["certificatePolicy"]["id"],
+                                                             issuerType="ca", caId=ca["id"]))
         assert policy.status == profile.status == 201, (policy.body, profile.body)
-        ids.append({"ca": ca["id"], "policy": policy.body["id"], "profile": profile.body["id"]})
+        ids.append({"ca": ca["id"], "policy": policy.body["certificatePolicy"]["id"],
+                    "profile": profile.body["certificateProfile"]["id"]})
     b = tenants[1]
     only_in_b = await b.admin.post(PROFILES, profile_body(b.project_id, ids[1]["policy"], slug="only-in-b"))
     assert only_in_b.status == 201, only_in_b.body

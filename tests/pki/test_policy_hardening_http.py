@@ -142,7 +142,7 @@ async def test_policy_patch_with_an_unreadable_cidr_is_422_and_leaves_the_policy
     assert created.status == 201, created.body
     before = await fingerprint(db, tenant.project_id)
 
-    r = await tenant.admin.patch(f"{POLICIES}/{created.body['id']}", {
+    r = await tenant.admin.patch(f"{POLICIES}/{created.body['certificatePolicy']['id']}", {
         "sans": [{"type": "ip_address", "allowed": ["10.0.0.0-10.255.255.255"]}]})
 
     assert r.status == 422 and problem_fields(r) == {"sans[0].allowed"}, r.body
