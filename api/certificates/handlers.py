@@ -34,6 +34,7 @@ from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SE
 from api.routing import Routes, absolute_url
 from shared import access, registration
 from shared.db import Executor, audit
+from shared.db import applications as applications_db
 from shared.db import requests as db
 from shared.db.identities import Identity
 from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
@@ -133,6 +134,10 @@ async def issue(request: web.Request) -> web.Response:
     if ctx is None or ctx.profile.project_id != identity.project_id:
         raise NotFound("no such certificate profile", [FieldError("profileId", "no such profile in this project")])
     access.authorize(identity, ctx.profile.project_id, "issuer")
+    if body.application_id is not None and not await applications_db.holds_profile(
+            pool, body.application_id, ctx.profile.project_id, ctx.profile.id):
+        raise NotFound("no such application for this profile",
+                       [FieldError("applicationId", "no application of this project groups this profile")])
     fingerprint = request_fingerprint(body) if idempotency_key else None
     registered = await registration.register_request(
         pool, ctx, csr_pem=body.csr, attributes=body.issue_attributes(), remove_roots=body.removes_roots(),

@@ -91,3 +91,10 @@ async def profiles(conn: Executor, application_id: UUID) -> list[ApplicationProf
         " JOIN certificate_profiles p ON p.id = l.profile_id WHERE l.application_id = $1"
         " ORDER BY l.created_at, p.slug", application_id)
     return [ApplicationProfile(r["application_id"], r["profile_id"], r["slug"]) for r in rows]
+
+
+async def holds_profile(conn: Executor, application_id: UUID, project_id: UUID, profile_id: UUID) -> bool:
+    """Whether the project's application groups the profile (a request naming both must agree)."""
+    return bool(await conn.fetchval(
+        "SELECT 1 FROM applications a JOIN application_profiles l ON l.application_id = a.id"
+        " WHERE a.id = $1 AND a.project_id = $2 AND l.profile_id = $3", application_id, project_id, profile_id))

@@ -16,6 +16,8 @@ from tests.issuance.issuing import CERTIFICATES, MakeTenant, issued, outcome, se
 from tests.pki_setup import REQUESTS, Pki, make_pki
 from tests.stack import Stack
 
+APPLICATIONS = "/api/v1/cert-manager/applications"
+
 
 def _fingerprints(pem: str) -> list[bytes]:
     return [c.fingerprint(hashes.SHA256()) for c in x509.load_pem_x509_certificates(pem.encode())]
@@ -145,16 +147,39 @@ async def test_renew_without_wait_answers_202_with_nulls_and_the_request_to_poll
     assert (await outcome(tenant.admin, r.body["certificateRequestId"]))["status"] == "issued"
 
 
-async def test_application_id_is_accepted_and_ignored_until_applications_exist(
+async def test_application_id_of_an_application_grouping_the_profile_is_accepted(
     worker: Stack, tenant: Tenant
 ) -> None:
     pki = await make_pki(tenant.admin, tenant.project_id)
+    app = await tenant.admin.post(APPLICATIONS, {"projectId": tenant.project_id, "name": "grouping",
+                                                 "profileIds": [pki.profile_id]})
+    assert app.status in (200, 201), app.body
 
-    view = await issued(tenant.admin, pki.profile_id, attributes=server_key_attributes("app.example.test"))
-    r = await tenant.admin.post(CERTIFICATES, {"profileId": pki.profile_id, "applicationId": str(uuid.uuid4()),
-                                               "attributes": server_key_attributes("app2.example.test")})
+    application_id = app.body["application"]["id"]
+    r = await tenant.admin.post(CERTIFICATES, {"profileId": pki.profile_id, "applicationId": application_id,
+                                               "attributes": server_key_attributes("app.example.test")},
+                                params={"wait": "10"})
 
-    assert view["status"] == "issued" and r.status == 202, r.body
+    assert r.status == 200 and r.body["status"] == "issued", r.body
+
+
+async def test_application_id_that_does_not_group_the_profile_is_404_and_writes_nothing(
+    worker: Stack, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    other = await tenant.admin.post(APPLICATIONS, {"projectId": tenant.project_id, "name": "elsewhere",
+                                                   "profileIds": []})
+    assert other.status in (200, 201), other.body
+    before = await db.fetchval("SELECT count(*) FROM certificate_requests WHERE project_id = $1::uuid",
+                               tenant.project_id)
+
+    for application_id in (other.body["application"]["id"], str(uuid.uuid4())):
+        r = await tenant.admin.post(CERTIFICATES, {"profileId": pki.profile_id, "applicationId": application_id,
+                                                   "attributes": server_key_attributes("app.example.test")})
+        assert r.status == 404 and r.body["errors"][0]["field"] == "applicationId", r.body
+
+    assert await db.fetchval("SELECT count(*) FROM certificate_requests WHERE project_id = $1::uuid",
+                             tenant.project_id) == before
 
 
 async def test_a_request_a_worker_is_signing_reads_pending_on_the_wire(
