@@ -28,3 +28,10 @@ ALTER TABLE projects
     ALTER COLUMN slug SET NOT NULL,
     ADD CONSTRAINT projects_slug_format CHECK (slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' AND length(slug) <= 64),
     ADD CONSTRAINT projects_slug_key UNIQUE (slug);
+
+-- A policy's validity.max now reads m as months of 30 days, upstream's meaning (DESIGN.md 5.1); it was
+-- minutes. A maximum stored in minutes keeps its meaning, rewritten in seconds (still accepted there).
+UPDATE certificate_policies
+   SET rules = jsonb_set(rules, '{validity,max}',
+                         to_jsonb((substring(rules->'validity'->>'max' FROM '^([0-9]+)m$')::bigint * 60) || 's'))
+ WHERE rules->'validity'->>'max' ~ '^[0-9]{1,12}m$';
