@@ -1,4 +1,4 @@
-"""Machine identity login, and the identities of a project (admin only)."""
+"""Machine identity login and token renewal, projects by slug, and the identities of a project (admin only)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import Field
 
-from api.body import parse, path_uuid
+from api.body import parse, parse_json_or_form, path_uuid
 from api.context import DB, IDENTITY, RATE_LIMITER, SETTINGS
 from api.routing import Routes
 from shared import access
@@ -18,6 +18,7 @@ from shared.db.identities import Identity
 
 routes = Routes("auth")
 LOGIN_PATH = "/api/v1/auth/universal-auth/login"
+RENEW_PATH = "/api/v1/auth/token/renew"
 
 
 class LoginBody(CamelModel):
@@ -25,10 +26,29 @@ class LoginBody(CamelModel):
     client_secret: str = Field(min_length=1, max_length=500)
 
 
+class RenewBody(CamelModel):
+    access_token: str = Field(min_length=1, max_length=500)
+
+
 class LoginResult(CamelModel):
+    """Upstream's answer to a login and to a renewal (the SDKs and the KMS agent need every field)."""
+
     access_token: str
-    expires_in: int
+    expires_in: int = Field(description="Seconds until this token ends.")
+    access_token_max_ttl: int = Field(
+        alias="accessTokenMaxTTL", description="Seconds from the login past which no renewal extends the token.")
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105  (a scheme name, not a secret)
+
+    @classmethod
+    def of(cls, result: access.Login) -> LoginResult:
+        return cls(access_token=result.access_token, expires_in=result.expires_in,
+                   access_token_max_ttl=result.max_ttl)
+
+
+class ProjectView(CamelModel):
+    id: UUID
+    name: str
+    slug: str
 
 
 class CreateIdentityBody(CamelModel):
@@ -71,13 +91,33 @@ def actor(request: web.Request) -> str:
               body=LoginBody, response=LoginResult, public=True)
 async def login(request: web.Request) -> web.Response:
     # The source's login limit was taken by the rate limit middleware, before the body was read.
-    body = await parse(request, LoginBody)
+    # Upstream's older clients (the cert-manager issuer v0.1.x) post the credentials form-encoded.
+    body = await parse_json_or_form(request, LoginBody)
     limiter = request.app[RATE_LIMITER]
     await limiter.login_begins(body.client_id)  # counted as a failure until it succeeds
+    settings = request.app[SETTINGS]
     result = await access.login(request.app[DB], body.client_id, body.client_secret,
-                                request.app[SETTINGS].token_ttl_seconds)
+                                settings.token_ttl_seconds, settings.token_max_ttl_seconds)
     await limiter.login_succeeded(body.client_id)
-    return web.json_response(LoginResult(access_token=result.access_token, expires_in=result.expires_in).to_json())
+    return web.json_response(LoginResult.of(result).to_json())
+
+
+# Public: the KMS agent renews from a fresh client that sends the token in the body only (the Node SDK
+# also sends it as a bearer header, which is then simply not needed).
+@routes.route("POST", RENEW_PATH, summary="Extend an access token, never past its login's accessTokenMaxTTL",
+              body=RenewBody, response=LoginResult, public=True)
+async def renew_token(request: web.Request) -> web.Response:
+    body = await parse(request, RenewBody)
+    result = await access.renew(request.app[DB], body.access_token, request.app[SETTINGS].token_ttl_seconds)
+    return web.json_response(LoginResult.of(result).to_json())
+
+
+@routes.route("GET", "/api/v1/projects/slug/{slug}", summary="The caller's project, by its slug",
+              response=ProjectView)
+async def project_by_slug(request: web.Request) -> web.Response:
+    slug = request.match_info["slug"]
+    project = await access.project_by_slug(request.app[DB], current_identity(request), slug)
+    return web.json_response(ProjectView(id=project.id, name=project.name, slug=project.slug).to_json())
 
 
 @routes.route("POST", "/api/v1/projects/{projectId}/identities", summary="Create a machine identity",

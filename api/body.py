@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl
 from uuid import UUID
 
 from aiohttp import web
@@ -99,6 +100,31 @@ def validate(model: type[M], data: Any, prefix: str = "") -> M:
 
 async def parse(request: web.Request, model: type[M]) -> M:
     return validate(model, await read_json(request))
+
+
+FORM: Final = "application/x-www-form-urlencoded"
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """A form-encoded body as a flat object (a repeated field: its last value), under the same size limit
+    and storability rules as JSON."""
+    raw = await read_body(request)
+    try:
+        text = raw.decode()
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict",
+                          max_num_fields=100)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"request body is not a valid form-encoded body: {exc}") from None
+    data = dict(pairs)
+    _check_strings(data)
+    return data
+
+
+async def parse_json_or_form(request: web.Request, model: type[M]) -> M:
+    """For the routes upstream's older clients post forms to (the login): JSON, or form-encoded."""
+    if request.content_type == FORM:
+        return validate(model, await read_form(request))
+    return await parse(request, model)
 
 
 def path_uuid(request: web.Request, name: str) -> UUID:

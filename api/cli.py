@@ -142,17 +142,18 @@ def _bootstrap(args: argparse.Namespace, rest: list[str], settings: Settings) ->
     async def go() -> dict[str, str]:
         pool = await create_pool(settings.database_url, min_size=1, max_size=2)
         try:
-            project_id, new = await access.bootstrap(pool, args.project)
+            project, new = await access.bootstrap_project(pool, args.project)
         finally:
             await pool.close()
-        return {"projectId": str(project_id), "clientId": new.identity.client_id,
+        return {"projectId": str(project.id), "projectSlug": project.slug, "clientId": new.identity.client_id,
                 "clientSecret": new.client_secret}
 
     out = asyncio.run(go())
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"project      {out['projectId']}\nclient id    {out['clientId']}\n"
+        print(f"project      {out['projectId']}\nproject slug {out['projectSlug']}\n"
+              f"client id    {out['clientId']}\n"
               f"client secret {out['clientSecret']}  (shown once)")
     return 0
 

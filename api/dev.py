@@ -30,9 +30,9 @@ async def _prepare(settings: Settings, saved: dict[str, Any] | None) -> dict[str
     from uuid import UUID
 
     from shared import access
-    from shared.db.identities import project_exists
     from shared.db.migrate import migrate
     from shared.db.pool import create_pool
+    from shared.db.projects import project_exists
 
     await migrate(settings.database_url)
     pool = await create_pool(settings.database_url, min_size=1, max_size=2)

@@ -21,6 +21,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@routes.route("GET", "/api/status", summary="Upstream's health check (older clients)", public=True)
+async def status(request: web.Request) -> web.Response:
+    return web.json_response({"message": "Ok"})
+
+
 @routes.route("GET", "/readyz", summary="PostgreSQL and the broker are reachable", public=True)
 async def readyz(request: web.Request) -> web.Response:
     checks = {"database": _check(db_ping(request.app[DB])), "broker": _check(request.app[BROKER].ping())}

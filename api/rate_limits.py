@@ -66,7 +66,7 @@ REDIS_TIMEOUT_SECONDS: Final = 0.5
 REDIS_RETRY_SECONDS: Final = 5.0
 # In-process buckets beyond this many are pruned (full ones first), so a wide flood cannot grow memory.
 LOCAL_MAX_BUCKETS: Final = 100_000
-UNLIMITED_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+UNLIMITED_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics", "/api/status"})
 
 # KEYS[1] the bucket; ARGV rate (tokens/s), burst, need (tokens there must be), take (tokens taken;
 # -1 gives one back).

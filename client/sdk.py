@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -72,6 +74,17 @@ def _retry_after(headers: Any) -> float | None:
         return 1.0
 
 
+@dataclass(frozen=True)
+class Token:
+    """A login's or a renewal's answer: the token, seconds until it ends, and seconds from the login past
+    which no renewal extends it."""
+
+    access_token: str
+    expires_in: int
+    access_token_max_ttl: int
+    token_type: str = "Bearer"  # noqa: S105  (a scheme name, not a secret)
+
+
 class KmsClient:
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 60) -> None:
         self.base_url = base_url.rstrip("/")
@@ -119,10 +132,33 @@ class KmsClient:
 
     async def login_session(self, client_id: str, client_secret: str) -> tuple[str, int]:
         """Logs in; returns the access token and its lifetime in seconds (``expiresIn``)."""
+        token = await self.login_token(client_id, client_secret)
+        return token.access_token, token.expires_in
+
+    async def login_token(self, client_id: str, client_secret: str) -> Token:
+        """Logs in; the token and upstream's fields about it (``accessTokenMaxTTL`` included)."""
         _, body, _ = await self.call("POST", "/api/v1/auth/universal-auth/login",
                                      {"clientId": client_id, "clientSecret": client_secret})
-        self.token = str(body["accessToken"])
-        return self.token, int(body.get("expiresIn") or 0)
+        return self._took(body)
+
+    async def renew_token(self) -> Token:
+        """Extends the current token by its ttl again, never past the login's ``accessTokenMaxTTL``."""
+        if not self.token:
+            raise ValueError("not logged in: call login() first")
+        _, body, _ = await self.call("POST", "/api/v1/auth/token/renew", {"accessToken": self.token})
+        return self._took(body)
+
+    def _took(self, body: dict[str, Any]) -> Token:
+        token = Token(str(body["accessToken"]), int(body.get("expiresIn") or 0),
+                      int(body.get("accessTokenMaxTTL") or 0), str(body.get("tokenType") or "Bearer"))
+        self.token = token.access_token
+        return token
+
+    async def project_by_slug(self, slug: str) -> dict[str, Any]:
+        """``{id, name, slug}`` of the caller's project named by ``slug`` (another project's: 404)."""
+        _, body, _ = await self.call("GET", f"/api/v1/projects/slug/{quote(slug, safe='')}")
+        project: dict[str, Any] = body
+        return project
 
     # -- single certificates ---------------------------------------------------------------------
 

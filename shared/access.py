@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 from uuid import UUID
 
 import asyncpg
 
-from shared.db import audit
+from shared.db import audit, projects
 from shared.db import identities as db
 from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.secrets import credentials
@@ -29,7 +30,8 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Login:
     access_token: str
-    expires_in: int
+    expires_in: int  # seconds until the token ends
+    max_ttl: int  # seconds from the login past which no renewal takes the token (accessTokenMaxTTL)
 
 
 @dataclass(frozen=True)
@@ -54,18 +56,30 @@ async def _hash(fn: Callable[..., T], *args: str) -> T:
     return await asyncio.get_running_loop().run_in_executor(_hashing, fn, *args)
 
 
-async def login(pool: asyncpg.Pool, client_id: str, client_secret: str, ttl_seconds: int) -> Login:
+async def login(pool: asyncpg.Pool, client_id: str, client_secret: str, ttl_seconds: int,
+                max_ttl_seconds: int) -> Login:
+    """A new token that lasts ``ttl_seconds`` (never more than ``max_ttl_seconds``), renewable up to
+    ``max_ttl_seconds`` after this login."""
     found = await db.identity_secret_by_client_id(pool, client_id)
     stored = found.secret_hash if found else credentials.DUMMY_HASH
     ok = await _hash(credentials.verify_secret, client_secret, stored)
     if found is None or not ok:
         raise Unauthorized("invalid client id or client secret")
     token = credentials.new_access_token()
-    expires_at = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
-    await db.store_token(
-        pool, digest=credentials.token_digest(token), identity_id=found.identity.id, expires_at=expires_at
-    )
-    return Login(token, ttl_seconds)
+    await db.store_token(pool, digest=credentials.token_digest(token), identity_id=found.identity.id,
+                         ttl_seconds=ttl_seconds, max_ttl_seconds=max_ttl_seconds)
+    return Login(token, min(ttl_seconds, max_ttl_seconds), max_ttl_seconds)
+
+
+async def renew(pool: asyncpg.Pool, token: str, ttl_seconds: int) -> Login:
+    """Upstream's token renewal: the same token, ending ``ttl_seconds`` from now but never past the end
+    its login allowed. An expired, revoked or unknown token cannot be renewed (log in again)."""
+    if not credentials.looks_like_token(token):
+        raise Unauthorized("malformed access token")
+    renewed = await db.renew_token(pool, digest=credentials.token_digest(token), ttl_seconds=ttl_seconds)
+    if renewed is None:
+        raise Unauthorized("unknown, revoked or expired access token; log in again")
+    return Login(token, renewed.expires_in, renewed.max_ttl)
 
 
 async def authenticate(pool: asyncpg.Pool, token: str) -> db.Identity:
@@ -106,14 +120,52 @@ async def delete_identity(pool: asyncpg.Pool, *, project_id: UUID, identity_id: 
         )
 
 
-async def bootstrap(pool: asyncpg.Pool, project_name: str) -> tuple[UUID, NewIdentity]:
+_NOT_SLUG: Final = re.compile(r"[^a-z0-9]+")
+SLUG_BASE_LENGTH: Final = 48
+SLUG: Final = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # what migration 0008 checks (and at most 64 long)
+
+
+def slug_of(name: str) -> str:
+    """A project's slug from its name: lowercase letters and digits, runs of anything else one hyphen
+    (``"Payments Team (EU)"`` -> ``"payments-team-eu"``); migration 0008 backfills by the same rule."""
+    slug = _NOT_SLUG.sub("-", name.lower()).strip("-")[:SLUG_BASE_LENGTH].strip("-")
+    return slug or "project"
+
+
+async def create_project(conn: asyncpg.Connection, name: str) -> projects.Project:
+    """A new project whose slug comes from its name; a slug already taken gets a random suffix."""
+    base = slug_of(name)
+    slug = base
+    for _ in range(8):
+        made = await projects.insert_project(conn, name, slug)
+        if made is not None:
+            return made
+        slug = f"{base}-{secrets.token_hex(3)}"
+    raise RuntimeError(f"no free slug for project {name!r}")  # 8 random suffixes all taken: not by chance
+
+
+async def bootstrap_project(pool: asyncpg.Pool, project_name: str) -> tuple[projects.Project, NewIdentity]:
     """A new project and its first admin identity (the `kms-pki admin bootstrap` command)."""
     async with pool.acquire() as conn, conn.transaction():
-        project_id = await db.create_project(conn, project_name)
-        await audit.record(conn, project_id=project_id, actor="cli", action="project.create",
-                           subject_type="project", subject_id=str(project_id))
-    new = await create_identity(pool, project_id=project_id, name="admin", role="admin", actor="cli")
-    return project_id, new
+        project = await create_project(conn, project_name)
+        await audit.record(conn, project_id=project.id, actor="cli", action="project.create",
+                           subject_type="project", subject_id=str(project.id), details={"slug": project.slug})
+    new = await create_identity(pool, project_id=project.id, name="admin", role="admin", actor="cli")
+    return project, new
+
+
+async def bootstrap(pool: asyncpg.Pool, project_name: str) -> tuple[UUID, NewIdentity]:
+    """``bootstrap_project`` for callers that need only the project's id."""
+    project, new = await bootstrap_project(pool, project_name)
+    return project.id, new
+
+
+async def project_by_slug(pool: asyncpg.Pool, identity: db.Identity, slug: str) -> projects.Project:
+    """The caller's project by its slug; any other project's slug is as unknown as one that is not there."""
+    found = await projects.project_by_slug(pool, slug) if len(slug) <= 64 and SLUG.fullmatch(slug) else None
+    if found is None or found.id != identity.project_id:
+        raise NotFound(f"no project with slug {slug!r}")
+    return found
 
 
 async def list_identities(pool: asyncpg.Pool, project_id: UUID) -> list[db.Identity]:

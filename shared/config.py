@@ -33,7 +33,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     # Bulk batches carry up to 10,000 CSRs; only their endpoint accepts bodies this large.
     max_batch_body_bytes: int = 64 * 1024 * 1024
-    token_ttl_seconds: int = 3600
+    # A login's token lasts token_ttl_seconds; POST /api/v1/auth/token/renew extends it by as much again,
+    # never past token_max_ttl_seconds after the login (the answer's accessTokenMaxTTL; upstream's
+    # universal-auth default of 30 days). A ttl above the maximum is cut to it.
+    token_ttl_seconds: int = Field(default=3600, ge=1)
+    token_max_ttl_seconds: int = Field(default=30 * 86400, ge=1)
     db_pool_min: int = 2
     db_pool_max: int = 10
     # How long a caller waits for a pooled connection before the API answers 503 (a worker retries).

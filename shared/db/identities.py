@@ -1,4 +1,4 @@
-"""Projects, machine identities and access tokens: every SQL statement about them."""
+"""Machine identities and access tokens: every SQL statement about them."""
 
 from __future__ import annotations
 
@@ -35,15 +35,6 @@ def _identity(row: asyncpg.Record) -> Identity:
         id=row["id"], project_id=row["project_id"], name=row["name"], role=row["role"],
         client_id=row["client_id"], created_at=row["created_at"],
     )
-
-
-async def create_project(conn: Conn, name: str) -> UUID:
-    project_id: UUID = await conn.fetchval("INSERT INTO projects (name) VALUES ($1) RETURNING id", name)
-    return project_id
-
-
-async def project_exists(conn: Conn, project_id: UUID) -> bool:
-    return bool(await conn.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id))
 
 
 async def create_identity(
@@ -89,13 +80,36 @@ async def identity_secret_by_client_id(conn: Conn, client_id: str) -> IdentitySe
     return None if row is None else IdentitySecret(_identity(row), row["secret_hash"])
 
 
-async def store_token(conn: Conn, *, digest: bytes, identity_id: UUID, expires_at: datetime) -> None:
+async def store_token(conn: Conn, *, digest: bytes, identity_id: UUID, ttl_seconds: int,
+                      max_ttl_seconds: int) -> None:
+    """A token that ends in ``ttl_seconds`` and may be renewed up to ``max_ttl_seconds`` after now."""
     # Expired tokens are swept here rather than by a job: logins are rare, and the index makes it cheap.
     await conn.execute(
         "WITH swept AS (DELETE FROM access_tokens WHERE expires_at < now() - interval '1 day')"
-        " INSERT INTO access_tokens (token_digest, identity_id, expires_at) VALUES ($1, $2, $3)",
-        digest, identity_id, expires_at,
+        " INSERT INTO access_tokens (token_digest, identity_id, expires_at, max_expires_at)"
+        " VALUES ($1, $2, now() + make_interval(secs => $3), now() + make_interval(secs => $4))",
+        digest, identity_id, float(min(ttl_seconds, max_ttl_seconds)), float(max_ttl_seconds),
     )
+
+
+@dataclass(frozen=True)
+class Renewed:
+    expires_in: int  # seconds from now
+    max_ttl: int  # seconds from the login to the end no renewal passes
+
+
+async def renew_token(conn: Conn, *, digest: bytes, ttl_seconds: int) -> Renewed | None:
+    """Moves a live token's end to ``ttl_seconds`` from now, capped at its login's maximum; None when the
+    token is unknown, expired, or its identity was deleted."""
+    row = await conn.fetchrow(
+        "UPDATE access_tokens t SET expires_at = least(now() + make_interval(secs => $2), t.max_expires_at)"
+        " FROM identities i"
+        " WHERE t.token_digest = $1 AND t.expires_at > now() AND i.id = t.identity_id AND i.deleted_at IS NULL"
+        " RETURNING floor(extract(epoch FROM t.expires_at - now()))::bigint AS expires_in,"
+        " round(extract(epoch FROM t.max_expires_at - t.created_at))::bigint AS max_ttl",
+        digest, float(ttl_seconds),
+    )
+    return None if row is None else Renewed(int(row["expires_in"]), int(row["max_ttl"]))
 
 
 @dataclass(frozen=True)

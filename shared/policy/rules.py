@@ -69,7 +69,7 @@ from pydantic.alias_generators import to_camel
 from shared.errors import FieldError
 from shared.pki.keys import KEY_ALGORITHMS, SIGNATURE_ALGORITHMS
 from shared.pki.template import CertificateTemplate
-from shared.policy.ttl import format_ttl, parse_ttl
+from shared.policy.ttl import format_ttl, parse_policy_max
 
 SubjectType = Literal["common_name", "organization", "organizational_unit", "country", "state", "locality"]
 SanType = Literal["dns_name", "ip_address", "email", "uri"]
@@ -228,19 +228,20 @@ def _known(names: list[str], known: Sequence[str], what: str) -> list[str]:
 
 
 class ValidityRule(PolicyModel):
-    """The longest validity a certificate may have, as a TTL string such as ``"90d"``."""
+    """The longest validity a certificate may have: ``<n>[hdmy]`` such as ``"90d"`` or ``"6m"``, where
+    ``m`` is months of 30 days, as upstream reads it (shared.policy.ttl.parse_policy_max)."""
 
     max: str
 
     @field_validator("max")
     @classmethod
-    def _valid_ttl(cls, value: str) -> str:
-        parse_ttl(value)
+    def _valid_max(cls, value: str) -> str:
+        parse_policy_max(value)
         return value
 
     @property
     def max_seconds(self) -> int:
-        return parse_ttl(self.max)
+        return parse_policy_max(self.max)
 
 
 class BasicConstraintsRule(PolicyModel):

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
 
+from shared.config import Settings
 from shared.secrets.credentials import token_digest
-from tests.api_client import ApiClient, Tenant, login
+from tests.api_client import ApiClient, Tenant, assert_problem, login
 from tests.conftest import bootstrap
 from tests.stack import Stack
 
 LOGIN = "/api/v1/auth/universal-auth/login"
+RENEW = "/api/v1/auth/token/renew"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+DEFAULTS = Settings()
 
 
 def identities(project_id: str) -> str:
@@ -21,7 +27,8 @@ async def test_bootstrap_cli_then_login_gives_a_token_that_works_on_a_protected_
     stack: Stack, http: ApiClient
 ) -> None:
     creds = bootstrap(stack, "cli-project")
-    assert set(creds) == {"projectId", "clientId", "clientSecret"}
+    assert set(creds) == {"projectId", "projectSlug", "clientId", "clientSecret"}
+    assert creds["projectSlug"].startswith("cli-project")
     r = await http.post(LOGIN, {"clientId": creds["clientId"], "clientSecret": creds["clientSecret"]})
     assert r.status == 200
     assert r.body["tokenType"] == "Bearer" and r.body["expiresIn"] > 0
@@ -106,3 +113,120 @@ async def test_login_response_and_request_id_header(http: ApiClient, tenant: Ten
     assert r.headers["X-Request-Id"] == "trace-123"
     token = await login(http, tenant.client_id, tenant.client_secret)
     assert token != tenant.admin.token  # every login mints a fresh token
+
+
+# -- upstream's login answer (DESIGN.md 5.2) -------------------------------------------------------------
+
+
+async def test_login_answers_upstreams_four_fields_with_the_configured_ttl_and_max_ttl(
+        http: ApiClient, tenant: Tenant) -> None:
+    r = await http.post(LOGIN, {"clientId": tenant.client_id, "clientSecret": tenant.client_secret})
+    assert r.status == 200, r.body
+    assert set(r.body) == {"accessToken", "expiresIn", "accessTokenMaxTTL", "tokenType"}, r.body
+    assert r.body["expiresIn"] == DEFAULTS.token_ttl_seconds == 3600
+    assert r.body["accessTokenMaxTTL"] == DEFAULTS.token_max_ttl_seconds == 30 * 86400
+    assert r.body["tokenType"] == "Bearer"
+
+
+async def test_form_encoded_login_gives_a_working_token(http: ApiClient, tenant: Tenant) -> None:
+    r = await http.request("POST", LOGIN, data={"clientId": tenant.client_id, "clientSecret": tenant.client_secret},
+                           headers=FORM)
+    assert r.status == 200, r.body
+    assert r.body["accessTokenMaxTTL"] >= r.body["expiresIn"] > 0
+    assert (await http.with_token(r.body["accessToken"]).get(identities(tenant.project_id))).status == 200
+
+
+async def test_form_encoded_login_with_a_wrong_secret_is_401_problem(http: ApiClient, tenant: Tenant) -> None:
+    r = await http.request("POST", LOGIN, data={"clientId": tenant.client_id, "clientSecret": "wrong"},
+                           headers=FORM)
+    assert_problem(r, 401)
+
+
+async def test_form_encoded_login_without_the_secret_is_422_naming_the_field(http: ApiClient) -> None:
+    r = await http.request("POST", LOGIN, data={"clientId": "kms_ci_x"}, headers=FORM)
+    assert_problem(r, 422)
+    assert [e["field"] for e in r.body["errors"]] == ["clientSecret"], r.body
+
+
+@pytest.mark.parametrize("raw", ["clientId=%ff%fe&clientSecret=x", "clientId=a%00b&clientSecret=x", "&&=&"],
+                         ids=["not-utf8", "nul", "no-fields"])
+async def test_malformed_form_encoded_login_is_a_clear_4xx(http: ApiClient, raw: str) -> None:
+    r = await http.request("POST", LOGIN, data=raw, headers=FORM)
+    assert_problem(r, (400, 422))
+
+
+# -- token renewal ---------------------------------------------------------------------------------------
+
+
+async def _login_answer(http: ApiClient, tenant: Tenant) -> dict[str, Any]:
+    r = await http.post(LOGIN, {"clientId": tenant.client_id, "clientSecret": tenant.client_secret})
+    assert r.status == 200, r.body
+    answer: dict[str, Any] = r.body
+    return answer
+
+
+async def test_token_renew_with_the_token_in_the_body_only_extends_the_same_token(
+        http: ApiClient, tenant: Tenant, db: asyncpg.Connection) -> None:
+    first = await _login_answer(http, tenant)
+    digest = token_digest(first["accessToken"])
+    await db.execute("UPDATE access_tokens SET expires_at = now() + interval '60 seconds' WHERE token_digest = $1",
+                     digest)
+    r = await http.post(RENEW, {"accessToken": first["accessToken"]})
+    assert r.status == 200, r.body
+    assert set(r.body) == {"accessToken", "expiresIn", "accessTokenMaxTTL", "tokenType"}, r.body
+    assert r.body["accessToken"] == first["accessToken"] and r.body["tokenType"] == "Bearer"
+    assert DEFAULTS.token_ttl_seconds - 5 <= r.body["expiresIn"] <= DEFAULTS.token_ttl_seconds, r.body
+    assert r.body["accessTokenMaxTTL"] == first["accessTokenMaxTTL"]
+    left = await db.fetchval("SELECT extract(epoch FROM expires_at - now()) FROM access_tokens"
+                             " WHERE token_digest = $1", digest)
+    assert left > 3000
+    assert (await http.with_token(r.body["accessToken"]).get(identities(tenant.project_id))).status == 200
+
+
+async def test_token_renew_never_extends_a_token_past_its_logins_max_ttl(
+        http: ApiClient, tenant: Tenant, db: asyncpg.Connection) -> None:
+    first = await _login_answer(http, tenant)
+    digest = token_digest(first["accessToken"])
+    # As if the login were 30 days less 100 seconds ago: 100 seconds are left of its maximum.
+    await db.execute("UPDATE access_tokens SET expires_at = now() + interval '50 seconds',"
+                     " max_expires_at = now() + interval '100 seconds' WHERE token_digest = $1", digest)
+    r = await http.post(RENEW, {"accessToken": first["accessToken"]})
+    assert r.status == 200, r.body
+    assert 90 <= r.body["expiresIn"] <= 100, r.body
+    ends, cap = await db.fetchrow("SELECT expires_at, max_expires_at FROM access_tokens WHERE token_digest = $1",
+                                  digest)
+    assert ends == cap
+
+
+async def test_token_renew_with_the_bearer_header_too_works_as_the_node_sdk_sends_it(
+        http: ApiClient, tenant: Tenant) -> None:
+    first = await _login_answer(http, tenant)
+    r = await http.with_token(first["accessToken"]).post(RENEW, {"accessToken": first["accessToken"]})
+    assert r.status == 200 and r.body["accessToken"] == first["accessToken"], r.body
+
+
+async def test_token_renew_of_an_expired_token_is_401_and_it_stays_expired(
+        http: ApiClient, tenant: Tenant, db: asyncpg.Connection) -> None:
+    first = await _login_answer(http, tenant)
+    digest = token_digest(first["accessToken"])
+    await db.execute("UPDATE access_tokens SET expires_at = now() - interval '1 second' WHERE token_digest = $1",
+                     digest)
+    assert_problem(await http.post(RENEW, {"accessToken": first["accessToken"]}), 401)
+    assert_problem(await http.with_token(first["accessToken"]).get(identities(tenant.project_id)), 401)
+
+
+async def test_token_renew_of_a_deleted_identitys_token_is_401(tenant: Tenant, http: ApiClient) -> None:
+    viewer, created = await tenant.identity("viewer")
+    assert (await tenant.admin.delete(f"{identities(tenant.project_id)}/{created['identityId']}")).status == 204
+    assert_problem(await http.post(RENEW, {"accessToken": viewer.token}), 401)
+
+
+@pytest.mark.parametrize("token", ["not-a-token", "kms_at_" + "A" * 43], ids=["malformed", "unknown"])
+async def test_token_renew_of_a_malformed_or_unknown_token_is_401(http: ApiClient, token: str) -> None:
+    assert_problem(await http.post(RENEW, {"accessToken": token}), 401)
+
+
+async def test_token_renew_without_a_token_is_422_naming_the_field(http: ApiClient) -> None:
+    r = await http.post(RENEW, {})
+    assert_problem(r, 422)
+    assert [e["field"] for e in r.body["errors"]] == ["accessToken"], r.body

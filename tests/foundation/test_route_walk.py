@@ -59,6 +59,7 @@ class World:
     """Project A's resources, and a token for each caller (``other-project`` is project B's admin)."""
 
     project_id: str
+    project_slug: str
     callers: dict[str, Caller]
     viewer_credentials: dict[str, str]
     root_id: str
@@ -183,8 +184,15 @@ EXPECTED: dict[Route, Expect] = {
     ("GET", "/readyz"): Expect(None, (200,), at(lambda w: Call("/readyz"))),
     ("GET", "/metrics"): Expect(None, (200,), at(lambda w: Call("/metrics"))),
     ("GET", "/openapi.json"): Expect(None, (200,), at(lambda w: Call("/openapi.json"))),
+    ("GET", "/api/status"): Expect(None, (200,), at(lambda w: Call("/api/status"))),
     ("POST", "/api/v1/auth/universal-auth/login"): Expect(
         None, (200,), at(lambda w: Call("/api/v1/auth/universal-auth/login", w.viewer_credentials))),
+    # The token travels in the body (the KMS agent sends no header); renewing the viewer's is harmless.
+    ("POST", "/api/v1/auth/token/renew"): Expect(
+        None, (200,), at(lambda w: Call("/api/v1/auth/token/renew", {"accessToken": w.callers["viewer"].token}))),
+    # -- the caller's project by slug: any role of it; another project's slug is 404 -----------------
+    ("GET", "/api/v1/projects/slug/{slug}"): Expect(
+        "viewer", (200,), at(lambda w: Call(f"/api/v1/projects/slug/{w.project_slug}"))),
     # -- identities: admin only ------------------------------------------------------------------
     ("POST", "/api/v1/projects/{projectId}/identities"): Expect(
         "admin", (201,), at(lambda w: Call(identities(w.project_id), {"name": unique("walk"), "role": "viewer"}))),
@@ -269,14 +277,14 @@ def expected_statuses(expect: Expect, caller: str) -> tuple[int, ...]:
 # -- the world ------------------------------------------------------------------------------------
 
 
-async def _project(stack: Stack, http: ApiClient, name: str) -> tuple[str, Caller, ApiClient]:
-    """A new project (``kms-pki admin bootstrap``) and its logged-in admin."""
+async def _project(stack: Stack, http: ApiClient, name: str) -> tuple[str, Caller, ApiClient, str]:
+    """A new project (``kms-pki admin bootstrap``), its logged-in admin, and its slug."""
     creds = bootstrap(stack, name)
     admin = http.with_token(await login(http, creds["clientId"], creds["clientSecret"]))
     listed = await admin.get(identities(creds["projectId"]))
     assert listed.status == 200, listed.body
     [identity_id] = [i["identityId"] for i in listed.body["items"] if i["clientId"] == creds["clientId"]]
-    return creds["projectId"], Caller(admin.token, identity_id), admin
+    return creds["projectId"], Caller(admin.token, identity_id), admin, creds["projectSlug"]
 
 
 async def _until(fetch: Callable[[], Awaitable[dict[str, Any]]], done: Callable[[dict[str, Any]], bool],
@@ -292,8 +300,8 @@ async def _until(fetch: Callable[[], Awaitable[dict[str, Any]]], done: Callable[
 async def _build_world(stack: Stack, api_url: str) -> World:
     async with aiohttp.ClientSession() as session:
         http = ApiClient(session, api_url)
-        project_id, admin_caller, admin = await _project(stack, http, "walk-a")
-        _, other_caller, _ = await _project(stack, http, "walk-b")
+        project_id, admin_caller, admin, project_slug = await _project(stack, http, "walk-a")
+        _, other_caller, _, _ = await _project(stack, http, "walk-b")
         callers = {"admin": admin_caller, "other-project": other_caller, "anonymous": Caller(None, None)}
         viewer_credentials: dict[str, str] = {}
         for role in ("issuer", "viewer"):
@@ -330,7 +338,8 @@ async def _build_world(stack: Stack, api_url: str) -> World:
             return view
         done = await _until(batch_view, lambda v: v["status"] == "completed")
         assert done["issued"] == 1, done
-        return World(project_id=project_id, callers=callers, viewer_credentials=viewer_credentials,
+        return World(project_id=project_id, project_slug=project_slug, callers=callers,
+                     viewer_credentials=viewer_credentials,
                      root_id=pki.root_id, issuing_id=pki.issuing_id, policy_id=pki.policy_id,
                      profile_id=pki.profile_id, request_id=request_id, certificate_id=issued["certificateId"],
                      batch_id=batch_id)

@@ -112,6 +112,10 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[tuple[str, str]]]] =
     ("ttl-over-max", {"validity": {"max": "90d"}}, {"validity": Validity(ttl_seconds=365 * 86400)},
      [("attributes.ttl", "ttl 1y exceeds the policy's maximum validity of 90d")]),
     ("ttl-at-max", {"validity": {"max": "90d"}}, {"validity": Validity(ttl_seconds=90 * 86400)}, []),
+    # In validity.max, m is months of 30 days (upstream's meaning), never minutes.
+    ("ttl-within-max-in-months", {"validity": {"max": "6m"}}, {"validity": Validity(ttl_seconds=180 * 86400)}, []),
+    ("ttl-over-max-in-months", {"validity": {"max": "6m"}}, {"validity": Validity(ttl_seconds=181 * 86400)},
+     [("attributes.ttl", "ttl 181d exceeds the policy's maximum validity of 6m")]),
     ("window-over-max", {"validity": {"max": "90d"}},
      {"validity": Validity(not_before=NOW, not_after=NOW + timedelta(days=91))},
      [("attributes.notAfter", "validity window (notBefore to notAfter) of 91d exceeds")]),
