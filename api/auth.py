@@ -26,7 +26,7 @@ class LoginBody(CamelModel):
     client_secret: str = Field(min_length=1, max_length=500)
 
 
-class RenewBody(CamelModel):
+class TokenRenewBody(CamelModel):
     access_token: str = Field(min_length=1, max_length=500)
 
 
@@ -105,9 +105,9 @@ async def login(request: web.Request) -> web.Response:
 # Public: the KMS agent renews from a fresh client that sends the token in the body only (the Node SDK
 # also sends it as a bearer header, which is then simply not needed).
 @routes.route("POST", RENEW_PATH, summary="Extend an access token, never past its login's accessTokenMaxTTL",
-              body=RenewBody, response=LoginResult, public=True)
+              body=TokenRenewBody, response=LoginResult, public=True)
 async def renew_token(request: web.Request) -> web.Response:
-    body = await parse(request, RenewBody)
+    body = await parse(request, TokenRenewBody)
     result = await access.renew(request.app[DB], body.access_token, request.app[SETTINGS].token_ttl_seconds)
     return web.json_response(LoginResult.of(result).to_json())
 
