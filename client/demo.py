@@ -13,22 +13,24 @@ PROFILES = "/api/v1/cert-manager/certificate-profiles"
 DEMO_SLUG = "demo-web"
 
 
-async def _ca(kms: KmsClient, project_id: str, existing: dict[str, Any], **body: Any) -> dict[str, Any]:
-    if body["name"] in existing:
-        return dict(existing[body["name"]])
-    _, ca, _ = await kms.call("POST", CA, {"projectId": project_id, **body})
+async def _ca(kms: KmsClient, project_id: str, existing: dict[str, Any], name: str,
+              **configuration: Any) -> dict[str, Any]:
+    if name in existing:
+        return dict(existing[name])
+    _, ca, _ = await kms.call("POST", CA, {"projectId": project_id, "name": name, "status": "active",
+                                           "configuration": configuration})
     if ca["status"] != "active":
-        raise RuntimeError(f"demo CA {body['name']} is {ca['status']}: {ca.get('errorMessage')}")
+        raise RuntimeError(f"demo CA {name} is {ca['status']}: {ca.get('errorMessage')}")
     return dict(ca)
 
 
 async def ensure_demo_pki(kms: KmsClient, project_id: str) -> dict[str, Any]:
     """Idempotent: reuses what a previous run made. Returns the demo profile."""
-    _, cas, _ = await kms.call("GET", CA, params={"projectId": project_id})
-    existing = {c["name"]: c for c in cas["items"] if c["status"] == "active"}
-    root = await _ca(kms, project_id, existing, name="demo-root", type="root", commonName="Demo Root CA",
+    _, cas, _ = await kms.call("GET", CA, params={"projectId": project_id})  # a bare array, as upstream
+    existing = {c["name"]: c for c in cas if c["status"] == "active"}
+    root = await _ca(kms, project_id, existing, "demo-root", type="root", commonName="Demo Root CA",
                      organization="Hanzo KMS Demo", keyAlgorithm="EC_secp384r1", ttl="10y", maxPathLength=1)
-    issuing = await _ca(kms, project_id, existing, name="demo-issuing", type="intermediate",
+    issuing = await _ca(kms, project_id, existing, "demo-issuing", type="intermediate",
                         parentCaId=root["id"], commonName="Demo Issuing CA", organization="Hanzo KMS Demo",
                         keyAlgorithm="EC_prime256v1", ttl="5y")
     _, profiles, _ = await kms.call("GET", PROFILES, params={"projectId": project_id})

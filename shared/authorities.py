@@ -36,9 +36,18 @@ class NewCa:
     max_path_length: int | None
     ttl: str | None  # exactly one of ttl and not_after
     not_after: datetime | None
+    status: str = "active"  # the status the CA takes once its key and certificate exist: active or disabled
 
 
 SUBJECT_KEYS = ("common_name", "organization", "organizational_unit", "country", "state", "locality")
+
+
+# The names upstream's CA configuration gives the subject fields that differ from ours (DESIGN.md 5.3).
+WIRE_SUBJECT_KEYS = {"organizationalUnit": "ou", "state": "province"}
+
+
+def _wire_key(field: str) -> str:
+    return WIRE_SUBJECT_KEYS.get(field, field)
 
 
 def subject_json(subject: SubjectName) -> dict[str, Any]:
@@ -56,12 +65,12 @@ def child_path_length(requested: int | None, parent: Authority | None) -> int | 
     allowed = parent.max_path_length - 1
     if allowed < 0:
         raise PolicyViolation([FieldError(
-            "parentCaId", f"CA {parent.name!r} has maxPathLength 0 and cannot sign intermediate CAs")])
+            "configuration.parentCaId", f"CA {parent.name!r} has maxPathLength 0 and cannot sign intermediate CAs")])
     if requested is None:
         return allowed
     if requested > allowed:
         raise PolicyViolation([FieldError(
-            "maxPathLength", f"must be at most {allowed} under CA {parent.name!r} (its maxPathLength is "
+            "configuration.maxPathLength", f"must be at most {allowed} under CA {parent.name!r} (its maxPathLength is "
                              f"{parent.max_path_length})")])
     return requested
 
@@ -73,7 +82,7 @@ def check_validity(ttl: str | None, not_after: datetime | None, parent: Authorit
     ttl_seconds = parse_ttl(ttl) if ttl is not None else None
     end = now + timedelta(seconds=ttl_seconds) if ttl_seconds is not None else not_after
     assert end is not None
-    field = "ttl" if ttl_seconds is not None else "notAfter"
+    field = "configuration.ttl" if ttl_seconds is not None else "configuration.notAfter"
     if end <= now:
         raise PolicyViolation([FieldError(field, "the CA would already be expired")])
     if parent is not None and parent.not_after is not None and end > parent.not_after:
@@ -89,21 +98,23 @@ async def record_ca(conn: Executor, new: NewCa) -> Authority:
     try:
         subject_name(subject, field_prefix="")
     except PolicyViolation as exc:
-        raise BadRequest("invalid CA subject", exc.errors) from None
+        errors = [FieldError(f"configuration.{_wire_key(e.field)}", e.message) for e in exc.errors]
+        raise BadRequest("invalid CA subject", errors) from None
     parent: Authority | None = None
     if new.parent_ca_id is not None:
         parent = await db.get(conn, new.parent_ca_id, new.project_id)
         if parent is None:
-            raise NotFound("no such parent CA", [FieldError("parentCaId", "no such CA in this project")])
+            raise NotFound("no such parent CA", [FieldError("configuration.parentCaId", "no such CA in this project")])
         if parent.status != "active":
-            raise PolicyViolation([FieldError("parentCaId", f"parent CA {parent.name!r} is {parent.status}, "
-                                                            "not active; it cannot sign")])
+            raise PolicyViolation([FieldError("configuration.parentCaId",
+                                              f"parent CA {parent.name!r} is {parent.status}, not active; "
+                                              "it cannot sign")])
     path_length = child_path_length(new.max_path_length, parent)
     ttl_seconds, not_after = check_validity(new.ttl, new.not_after, parent, datetime.now(UTC))
     ca = await db.insert(
         conn, project_id=new.project_id, name=new.name, type=new.type, parent_ca_id=new.parent_ca_id,
         subject=subject_json(subject), key_algorithm=new.key_algorithm, max_path_length=path_length,
-        ttl_seconds=ttl_seconds, requested_not_after=not_after,
+        ttl_seconds=ttl_seconds, requested_not_after=not_after, status_after_creation=new.status,
     )
     if ca is None:
         raise Conflict(f"a CA named {new.name!r} already exists in this project",

@@ -40,12 +40,14 @@ async def make_pki(admin: ApiClient, project_id: str, *, key_algorithm: str = "E
                    ca_key_algorithm: str = "EC_prime256v1", policy: dict[str, Any] | None = None,
                    slug: str = "web", issuer_type: str = "ca") -> Pki:
     """Root -> issuing CA -> policy -> profile (default key algorithm ``key_algorithm``, ttl 30d)."""
-    root = await admin.post(CA, {"projectId": project_id, "name": f"{slug}-root", "type": "root",
-                                 "commonName": f"{slug} Test Root", "keyAlgorithm": ca_key_algorithm, "ttl": "5y"})
+    root = await admin.post(CA, {"projectId": project_id, "name": f"{slug}-root", "status": "active",
+                                 "configuration": {"type": "root", "commonName": f"{slug} Test Root",
+                                                   "keyAlgorithm": ca_key_algorithm, "ttl": "5y"}})
     assert root.status == 201, root.body
-    issuing = await admin.post(CA, {"projectId": project_id, "name": f"{slug}-issuing", "type": "intermediate",
-                                    "parentCaId": root.body["id"], "commonName": f"{slug} Test Issuing CA",
-                                    "keyAlgorithm": ca_key_algorithm, "ttl": "2y"})
+    issuing = await admin.post(CA, {"projectId": project_id, "name": f"{slug}-issuing", "status": "active",
+                                    "configuration": {"type": "intermediate", "parentCaId": root.body["id"],
+                                                      "commonName": f"{slug} Test Issuing CA",
+                                                      "keyAlgorithm": ca_key_algorithm, "ttl": "2y"}})
     assert issuing.status == 201, issuing.body
     pol = await admin.post(POLICIES, {"projectId": project_id, "name": f"{slug}-policy", **(policy or OPEN_POLICY)})
     assert pol.status == 201, pol.body

@@ -5,8 +5,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.auth import current_identity
-from api.authorities.schemas import CaCertificate, CaList, CaView, CreateCaBody, UpdateCaBody
-from api.body import parse, path_uuid, query_uuid
+from api.authorities.schemas import (
+    CaCertificate,
+    CaCertificateVersion,
+    CaCertificateVersions,
+    CaList,
+    CaView,
+    CreateCaBody,
+    UpdateCaBody,
+)
+from api.body import parse, path_uuid, query_int, query_uuid
 from api.context import BROKER, DB, NOTIFICATIONS, SETTINGS
 from api.routing import Routes, absolute_url
 from shared import access, tasks
@@ -18,8 +26,10 @@ from shared.errors import Conflict, NotFound
 
 routes = Routes("certificate authorities")
 BASE = "/api/v1/cert-manager/ca/internal"
-# How long POST waits for the worker before answering 202: key generation is fast except RSA 4096.
-CREATE_WAIT_SECONDS = 10.0
+# How long POST waits for the worker before answering 202 when no ?wait is given: key generation is fast
+# except RSA 4096. ?wait=N (extension, N <= 30) sets it.
+CREATE_WAIT_SECONDS = 10
+MAX_WAIT_SECONDS = 30
 
 
 async def _authority(request: web.Request, minimum_role: str = "viewer") -> Authority:
@@ -32,8 +42,10 @@ async def _authority(request: web.Request, minimum_role: str = "viewer") -> Auth
 
 
 @routes.route("POST", BASE, summary="Create an internal root or intermediate CA", body=CreateCaBody,
-              response=CaView, status=201)
+              response=CaView, status=201,
+              query={"wait": "extension: seconds (<= 30) to wait for the key and certificate before 202"})
 async def create(request: web.Request) -> web.Response:
+    wait = query_int(request, "wait", default=CREATE_WAIT_SECONDS, low=0, high=MAX_WAIT_SECONDS)
     body = await parse(request, CreateCaBody)
     identity = current_identity(request)
     access.authorize(identity, body.project_id, "admin")
@@ -50,7 +62,7 @@ async def create(request: web.Request) -> web.Response:
         return await db.get(pool, ca.id) or ca
 
     ca = await request.app[NOTIFICATIONS].wait_for(f"ca:{ca.id}", read, lambda c: c.status != "pending",
-                                                    CREATE_WAIT_SECONDS)
+                                                    wait)
     location = absolute_url(request, request.app[SETTINGS].public_url, f"{BASE}/{ca.id}")
     status = 202 if ca.status == "pending" else 201
     headers = {"Location": location}
@@ -65,7 +77,7 @@ async def list_cas(request: web.Request) -> web.Response:
     assert project_id is not None
     access.authorize(current_identity(request), project_id, "viewer")
     items = await db.list_for_project(request.app[DB], project_id)
-    return web.json_response(CaList(items=[CaView.of(ca) for ca in items]).to_json())
+    return web.json_response(CaList([CaView.of(ca) for ca in items]).to_json())
 
 
 @routes.route("GET", BASE + "/{caId}", summary="A CA", response=CaView)
@@ -95,3 +107,34 @@ async def update(request: web.Request) -> web.Response:
         await audit.record(conn, project_id=ca.project_id, actor=f"identity:{current_identity(request).id}",
                            action=f"ca.{body.status}", subject_type="ca", subject_id=str(ca.id))
     return web.json_response(CaView.of(updated).to_json())
+
+
+@routes.route("GET", BASE + "/{caId}/ca-certificates", summary="Every certificate a CA has had (PEM)",
+              response=CaCertificateVersions)
+async def ca_certificates(request: web.Request) -> web.Response:
+    ca = await _authority(request)
+    versions = []
+    if ca.certificate_pem is not None and ca.serial_number is not None:
+        versions.append(CaCertificateVersion(certificate=ca.certificate_pem, certificate_chain=ca.chain_pem or "",
+                                             serial_number=ca.serial_number, version=1))
+    return web.json_response(CaCertificateVersions(versions).to_json())
+
+
+@routes.route("DELETE", BASE + "/{caId}", summary="Delete a CA nothing uses any more", response=CaView)
+async def delete(request: web.Request) -> web.Response:
+    """Refused with 409 while a child CA, a profile or a certificate refers to the CA: its certificates
+    stay verifiable and its profiles keep issuing until they are deleted first. Answers the deleted CA."""
+    ca = await _authority(request, "admin")
+    pool = request.app[DB]
+    async with pool.acquire() as conn, conn.transaction():
+        used = await db.references(conn, ca.id)
+        if used:
+            listed = ", ".join(f"{n} {what}" for what, n in used.items())
+            raise Conflict(f"CA {ca.name!r} is still used by {listed}; delete those first")
+        deleted = await db.delete(conn, ca.id, ca.project_id)
+        if deleted is None:
+            raise NotFound("no such CA")
+        await audit.record(conn, project_id=ca.project_id, actor=f"identity:{current_identity(request).id}",
+                           action="ca.delete", subject_type="ca", subject_id=str(ca.id),
+                           details={"name": ca.name, "serial": ca.serial_number})
+    return web.json_response(CaView.of(deleted).to_json())

@@ -35,11 +35,12 @@ class Authority:
     created_at: datetime
     updated_at: datetime
     key_sealed_by: str  # which root key's data key seals the CA key: 'ca-root', or 'root' before migration 0007
+    status_after_creation: str  # 'active' or 'disabled': the status the worker leaves a new CA in (0011)
 
 
 _COLS = ("id, project_id, name, type, parent_ca_id, status, subject, key_algorithm, max_path_length,"
          " ttl_seconds, requested_not_after, serial_number, not_before, not_after, certificate_pem, chain_pem,"
-         " error_message, attempts, created_at, updated_at, key_sealed_by")
+         " error_message, attempts, created_at, updated_at, key_sealed_by, status_after_creation")
 # An arbitrary constant: the advisory lock key that serialises CA-key re-sealers ("kmsseal" in ASCII).
 RESEAL_LOCK_KEY = 0x6B6D737365616C
 
@@ -51,15 +52,16 @@ def _authority(row: Any) -> Authority:
 async def insert(
     conn: Executor, *, project_id: UUID, name: str, type: str, parent_ca_id: UUID | None,
     subject: dict[str, Any], key_algorithm: str, max_path_length: int | None, ttl_seconds: int | None,
-    requested_not_after: datetime | None,
+    requested_not_after: datetime | None, status_after_creation: str = "active",
 ) -> Authority | None:
     """None when the name is taken in the project."""
     row = await conn.fetchrow(
         f"INSERT INTO certificate_authorities (project_id, name, type, parent_ca_id, subject, key_algorithm,"
-        f" max_path_length, ttl_seconds, requested_not_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        f" max_path_length, ttl_seconds, requested_not_after, status_after_creation)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         f" ON CONFLICT (project_id, name) DO NOTHING RETURNING {_COLS}",
         project_id, name, type, parent_ca_id, subject, key_algorithm, max_path_length, ttl_seconds,
-        requested_not_after,
+        requested_not_after, status_after_creation,
     )
     return None if row is None else _authority(row)
 
@@ -87,6 +89,28 @@ async def set_status(conn: Executor, ca_id: UUID, project_id: UUID, status: str)
     return None if row is None else _authority(row)
 
 
+async def delete(conn: Executor, ca_id: UUID, project_id: UUID) -> Authority | None:
+    """Delete a CA nothing refers to any more (the caller checked ``references`` in the same transaction);
+    None if it is gone already."""
+    row = await conn.fetchrow(
+        f"DELETE FROM certificate_authorities WHERE id = $1 AND project_id = $2 RETURNING {_COLS}",
+        ca_id, project_id)
+    return None if row is None else _authority(row)
+
+
+async def references(conn: Executor, ca_id: UUID) -> dict[str, int]:
+    """What still uses a CA, locking the CA row first so that no profile or child CA appears meanwhile:
+    {"child CAs": n, "profiles": n, "certificates": n}, zero counts left out."""
+    await conn.execute("SELECT 1 FROM certificate_authorities WHERE id = $1 FOR UPDATE", ca_id)
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM certificate_authorities WHERE parent_ca_id = $1) AS children,"
+        " (SELECT count(*) FROM certificate_profiles WHERE ca_id = $1) AS profiles,"
+        " (SELECT count(*) FROM certificates WHERE ca_id = $1) AS certificates", ca_id)
+    assert row is not None
+    counts = {"child CAs": row["children"], "profiles": row["profiles"], "certificates": row["certificates"]}
+    return {k: int(v) for k, v in counts.items() if v}
+
+
 async def lock_pending(conn: Executor, ca_id: UUID) -> Authority | None:
     """Lock a pending CA row for the worker creating it; None if it is no longer pending.
 
@@ -102,7 +126,7 @@ async def activate(
     certificate_pem: str, chain_pem: str, encrypted_private_key: bytes, key_sealed_by: str,
 ) -> None:
     await conn.execute(
-        "UPDATE certificate_authorities SET status = 'active', serial_number = $2, not_before = $3,"
+        "UPDATE certificate_authorities SET status = status_after_creation, serial_number = $2, not_before = $3,"
         " not_after = $4, certificate_pem = $5, chain_pem = $6, encrypted_private_key = $7, key_sealed_by = $8,"
         " error_message = NULL, updated_at = now() WHERE id = $1",
         ca_id, serial_number, not_before, not_after, certificate_pem, chain_pem, encrypted_private_key,

@@ -127,12 +127,12 @@ async def test_json_nested_deeper_than_the_parser_goes_is_400(tenant: Tenant, db
 async def test_ca_not_after_past_year_9999_in_utc_is_422(tenant: Tenant, db: asyncpg.Connection) -> None:
     before = await written(db, tenant.project_id)
 
-    r = await tenant.admin.post(CA, {"projectId": tenant.project_id, "name": "far", "type": "root",
-                                     "commonName": "Far Root", "keyAlgorithm": "EC_prime256v1",
-                                     "notAfter": PAST_YEAR_9999})
+    r = await tenant.admin.post(CA, {"projectId": tenant.project_id, "name": "far",
+                                     "configuration": {"type": "root", "commonName": "Far Root",
+                                                       "keyAlgorithm": "EC_prime256v1", "notAfter": PAST_YEAR_9999}})
 
     assert_problem(r, 422)
-    assert [e["field"] for e in r.body["errors"]] == ["notAfter"], r.body
+    assert [e["field"] for e in r.body["errors"]] == ["configuration.notAfter"], r.body
     assert await written(db, tenant.project_id) == before
 
 

@@ -110,8 +110,9 @@ def server_key_attributes(name: str) -> dict[str, Any]:
 
 
 def root_ca_body(project_id: str) -> dict[str, Any]:
-    return {"projectId": project_id, "name": unique("walk-root"), "type": "root", "commonName": "Walk Root",
-            "keyAlgorithm": "EC_prime256v1", "ttl": "1y"}
+    return {"projectId": project_id, "name": unique("walk-root"),
+            "configuration": {"type": "root", "commonName": "Walk Root", "keyAlgorithm": "EC_prime256v1",
+                              "ttl": "1y"}}
 
 
 def profile_body(world: World) -> dict[str, Any]:
@@ -132,6 +133,11 @@ async def fresh_identity(world: World, admin: ApiClient) -> Call:
     body = {"name": unique("doomed"), "role": "viewer"}
     identity_id = await created(admin, identities(world.project_id), body, "identityId")
     return Call(f"{identities(world.project_id)}/{identity_id}")
+
+
+async def fresh_ca(world: World, admin: ApiClient) -> Call:
+    """A root CA nothing uses, for DELETE (a CA that a profile or certificate uses is 409)."""
+    return Call(f"{CA}/{await created(admin, CA, root_ca_body(world.project_id))}")
 
 
 async def fresh_policy(world: World, admin: ApiClient) -> Call:
@@ -206,8 +212,11 @@ EXPECTED: dict[Route, Expect] = {
     ("GET", CA + "/{caId}"): Expect("viewer", (200,), at(lambda w: Call(f"{CA}/{w.root_id}"))),
     ("GET", CA + "/{caId}/certificate"): Expect(
         "viewer", (200,), at(lambda w: Call(f"{CA}/{w.root_id}/certificate"))),
+    ("GET", CA + "/{caId}/ca-certificates"): Expect(
+        "viewer", (200,), at(lambda w: Call(f"{CA}/{w.root_id}/ca-certificates"))),
     # Setting an active CA active: the route's whole authorisation path without disabling the world's CA.
     ("PATCH", CA + "/{caId}"): Expect("admin", (200,), at(lambda w: Call(f"{CA}/{w.root_id}", {"status": "active"}))),
+    ("DELETE", CA + "/{caId}"): Expect("admin", (200,), fresh_ca),
     # -- policies and profiles: admin writes, viewer reads ---------------------------------------
     ("POST", POLICIES): Expect("admin", (201,), at(lambda w: Call(
         POLICIES, {"projectId": w.project_id, "name": unique("walk"), **OPEN_POLICY}))),

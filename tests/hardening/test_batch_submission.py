@@ -101,11 +101,12 @@ async def test_ca_posted_while_the_broker_is_unreachable_is_202_pending_and_exac
 ) -> None:
     offline = ApiClient(tenant.admin.session, offline_api, tenant.admin.token)
 
-    r = await offline.post(CA, {"projectId": tenant.project_id, "name": "offline-root", "type": "root",
-                                "commonName": "Offline Root", "keyAlgorithm": "EC_prime256v1", "ttl": "1y"})
+    r = await offline.post(CA, {"projectId": tenant.project_id, "name": "offline-root",
+                                "configuration": {"type": "root", "commonName": "Offline Root",
+                                                  "keyAlgorithm": "EC_prime256v1", "ttl": "1y"}})
 
     assert r.status == 202, (r.status, r.body)
-    assert r.body["status"] == "pending"
+    assert r.body["status"] == "pending-certificate"
     rows = await db.fetch("SELECT id, status FROM certificate_authorities WHERE project_id = $1::uuid",
                           tenant.project_id)
     assert [(str(row["id"]), row["status"]) for row in rows] == [(r.body["id"], "pending")]

@@ -111,7 +111,7 @@ async def populate(stack: Stack, name: str = "observed") -> Population:
         found = Population(tenant.project_id)
         for path, ca_id in ((ROOT_CA, pki.root_id), (INTERMEDIATE_CA, pki.issuing_id)):
             ca = (await admin.get(f"/api/v1/cert-manager/ca/internal/{ca_id}")).body
-            found.by_path[path] = [Answered("ca", ca_id, ca["serialNumber"])]
+            found.by_path[path] = [Answered("ca", ca_id, ca["configuration"]["serialNumber"])]
 
         csr_view = await issued(admin, pki.profile_id, csr=make_csr(cn="csr.example.test"))
         found.by_path[SINGLE_CSR] = [_certificate(csr_view)]

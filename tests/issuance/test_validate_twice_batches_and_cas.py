@@ -59,7 +59,7 @@ async def test_intermediate_ca_fails_when_its_parent_is_disabled_before_the_work
     pki = await make_pki(tenant.admin, tenant.project_id, slug="twice-ca")
     deaf = ApiClient(tenant.admin.session, api_without_broker, tenant.admin.token)
     r = await deaf.post(CA, ca_body(tenant.project_id, "twice-child", parent=pki.issuing_id, ttl="1y"))
-    assert r.status == 202 and r.body["status"] == "pending", r.body
+    assert r.status == 202 and r.body["status"] == "pending-certificate", r.body
     disabled = await tenant.admin.patch(f"{CA}/{pki.issuing_id}", {"status": "disabled"})
     assert disabled.status == 200, disabled.body
 

@@ -58,9 +58,10 @@ async def _assert_chain_passes_checkers(tenant: Tenant, cas: list[dict[str, Any]
     root_pem = pems[0][0]
     certs = [x509.load_pem_x509_certificate(cert.encode()) for cert, _ in pems]
     for level, (ca, cert) in enumerate(zip(cas, certs, strict=True)):
-        assert _has_key_algorithm(cert, ca["keyAlgorithm"]), (ca["keyAlgorithm"], cert.public_key())
+        algorithm = ca["configuration"]["keyAlgorithm"]
+        assert _has_key_algorithm(cert, algorithm), (algorithm, cert.public_key())
         assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-        assert format(cert.serial_number, "x") == ca["serialNumber"]
+        assert format(cert.serial_number, "x") == ca["configuration"]["serialNumber"]
         if level:
             assert cert.issuer == certs[level - 1].subject
     # Each CA's chain is its issuer's certificate, then up to the root.
@@ -95,7 +96,7 @@ async def test_parent_with_max_path_length_0_cannot_have_an_intermediate_child(
 
     r = await tenant.admin.post(CAS, ca_body(tenant.project_id, "too deep", parent=root["id"]))
 
-    assert r.status == 400 and problem_fields(r) == {"parentCaId"}, r.body
+    assert r.status == 400 and problem_fields(r) == {"configuration.parentCaId"}, r.body
     assert r.body["type"].endswith("/policy-violation"), r.body
     assert await fingerprint(db, tenant.project_id) == before
 
@@ -106,7 +107,7 @@ async def test_child_path_length_defaults_to_its_parents_minus_one(tenant: Tenan
     grandchild = await create_ca(tenant.admin, ca_body(tenant.project_id, "pathlen grandchild", parent=child["id"],
                                                        ttl="2y"))
     for ca, expected in ((child, 1), (grandchild, 0)):
-        assert ca["maxPathLength"] == expected
+        assert ca["configuration"]["maxPathLength"] == expected
         cert = x509.load_pem_x509_certificate((await ca_certificate(tenant.admin, ca["id"]))[0].encode())
         assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == expected
 
@@ -118,7 +119,7 @@ async def test_child_path_length_not_below_its_parents_is_rejected(tenant: Tenan
     r = await tenant.admin.post(CAS, ca_body(tenant.project_id, "as deep as parent", parent=root["id"],
                                              maxPathLength=1))
 
-    assert r.status == 400 and problem_fields(r) == {"maxPathLength"}, r.body
+    assert r.status == 400 and problem_fields(r) == {"configuration.maxPathLength"}, r.body
     assert r.body["type"].endswith("/policy-violation"), r.body
     assert await fingerprint(db, tenant.project_id) == before
 
@@ -127,20 +128,20 @@ async def test_child_path_length_not_below_its_parents_is_rejected(tenant: Tenan
 async def test_ca_outliving_its_parent_is_rejected_and_nothing_is_written(
         tenant: Tenant, db: asyncpg.Connection, lifetime: str) -> None:
     root = await create_ca(tenant.admin, ca_body(tenant.project_id, "short lived root", ttl="1y"))
-    parent_end = datetime.fromisoformat(root["notAfter"])
+    parent_end = datetime.fromisoformat(root["configuration"]["notAfter"])
     body = ca_body(tenant.project_id, "outlives parent", parent=root["id"], ttl="2y")
     if lifetime == "notAfter":
-        del body["ttl"]
-        body["notAfter"] = (parent_end + timedelta(days=1)).isoformat()
+        del body["configuration"]["ttl"]
+        body["configuration"]["notAfter"] = (parent_end + timedelta(days=1)).isoformat()
     before = await fingerprint(db, tenant.project_id)
 
     r = await tenant.admin.post(CAS, body)
 
-    assert r.status == 400 and problem_fields(r) == {lifetime}, r.body
+    assert r.status == 400 and problem_fields(r) == {f"configuration.{lifetime}"}, r.body
     assert r.body["type"].endswith("/policy-violation"), r.body
     assert "outlive" in r.body["errors"][0]["message"]
     assert await fingerprint(db, tenant.project_id) == before
-    assert [ca["name"] for ca in await list_cas(tenant.admin, tenant.project_id)] == ["short lived root"]
+    assert [ca["name"] for ca in await list_cas(tenant.admin, tenant.project_id)] == ["short-lived-root"]
 
 
 async def test_duplicate_ca_name_in_a_project_is_409_and_nothing_is_written(
@@ -162,7 +163,7 @@ async def test_disabled_ca_cannot_be_the_parent_of_a_new_ca(tenant: Tenant, db: 
 
     r = await tenant.admin.post(CAS, ca_body(tenant.project_id, "under disabled", parent=root["id"]))
 
-    assert r.status == 400 and problem_fields(r) == {"parentCaId"}, r.body
+    assert r.status == 400 and problem_fields(r) == {"configuration.parentCaId"}, r.body
     assert r.body["type"].endswith("/policy-violation"), r.body
     assert await fingerprint(db, tenant.project_id) == before
 

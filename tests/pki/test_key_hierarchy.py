@@ -97,9 +97,9 @@ async def _fail_serial_reservations_of(db: asyncpg.Connection, ca_id: UUID) -> s
 
 async def _pending_root_ca(pool: asyncpg.Pool, tenant: Tenant) -> UUID:
     """A pending root CA recorded as the API records one, but with no task sent: only this test makes it."""
-    body = CreateCaBody.model_validate({"projectId": tenant.project_id, "name": "after rollback", "type": "root",
-                                        "commonName": "After Rollback Root", "keyAlgorithm": "EC_prime256v1",
-                                        "ttl": "1y"})
+    body = CreateCaBody.model_validate({"projectId": tenant.project_id, "name": "after-rollback",
+                                        "configuration": {"type": "root", "commonName": "After Rollback Root",
+                                                          "keyAlgorithm": "EC_prime256v1", "ttl": "1y"}})
     return (await record_ca(pool, body.new_ca())).id
 
 
