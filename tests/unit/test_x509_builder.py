@@ -622,24 +622,37 @@ def test_key_agreement_with_encipher_only_is_accepted_for_an_ec_key(key_pool: _K
 
 
 @pytest.mark.parametrize(
-    ("subject_algorithm", "usage"),
+    ("subject_algorithm", "usages"),
     [
-        ("ED25519", "key_encipherment"),
-        ("ED25519", "key_agreement"),
-        ("EC_prime256v1", "key_encipherment"),
-        ("EC_prime256v1", "data_encipherment"),
-        ("RSA_2048", "key_agreement"),
+        ("ED25519", {"digital_signature", "key_agreement"}),
+        ("EC_prime256v1", {"key_encipherment"}),
+        ("EC_prime256v1", {"data_encipherment"}),
+        ("ED25519", {"key_encipherment", "data_encipherment"}),
+        ("RSA_2048", {"digital_signature", "key_agreement"}),
     ],
 )
 def test_key_usage_the_subject_key_cannot_perform_is_rejected_naming_it(
-    key_pool: _KeyPool, subject_algorithm: str, usage: str
+    key_pool: _KeyPool, subject_algorithm: str, usages: set[str]
 ) -> None:
     key = key_pool.get("EC_prime256v1")
-    template = _template(subject_algorithm, key_usages=frozenset({"digital_signature", usage}))
+    template = _template(subject_algorithm, key_usages=frozenset(usages))
     with pytest.raises(PolicyViolation) as excinfo:
         _leaf(template, key_pool.get(subject_algorithm, 1), _root(key), key)
     assert _violation_fields(excinfo) == ["attributes.keyUsages"]
-    assert usage in str(excinfo.value)
+    assert all(usage in str(excinfo.value) for usage in usages - {"digital_signature"})
+
+
+@pytest.mark.parametrize("subject_algorithm", ["EC_prime256v1", "ED25519"])
+def test_encipherment_asked_beside_a_signing_usage_is_left_out_for_keys_that_cannot_encipher(
+    key_pool: _KeyPool, subject_algorithm: str
+) -> None:
+    """Upstream's clients ask for key_encipherment with EC keys; it is dropped, not refused."""
+    key = key_pool.get("EC_prime256v1")
+    template = _template(subject_algorithm,
+                         key_usages=frozenset({"digital_signature", "key_encipherment", "data_encipherment"}))
+    cert = _leaf(template, key_pool.get(subject_algorithm, 1), _root(key), key)
+    usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.digital_signature and not usage.key_encipherment and not usage.data_encipherment
 
 
 def test_encipher_only_without_key_agreement_is_rejected(key_pool: _KeyPool) -> None:
