@@ -4,6 +4,7 @@ itself (DESIGN.md 4.4 and 11)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from tests.stack import Stack, free_port
 
@@ -86,3 +88,22 @@ def test_dev_gives_the_ca_root_key_to_its_worker_and_beat_only(dev: Dev) -> None
     # spawns (policy evaluators) inherits its environment, which must not hold the key either.
     for child in set(children) - set(celery):
         assert not CA_KEY_VARIABLES & set(_environ(child)), child
+
+
+def test_the_printed_curl_lines_issue_a_certificate(dev: Dev) -> None:
+    """What a new user does: copy the two printed lines into a shell."""
+    text = (dev.folder / "dev.log").read_text(errors="replace")
+    block = text[text.index("Issue a certificate"):].split("\n", 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if not line.startswith("  "):
+            break
+        lines.append(line.strip())
+    script = "\n".join(lines)
+    assert script.startswith("TOKEN=$(curl") and "certificates?wait=10" in script, script
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, cwd=dev.folder)
+    answer = json.loads(out.stdout)
+    assert answer["status"] == "issued", answer
+    cert = x509.load_pem_x509_certificate(answer["certificate"]["certificate"].encode())
+    assert [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)] == ["web.demo.internal"]
+    assert answer["certificate"]["privateKey"].startswith("-----BEGIN PRIVATE KEY-----")
