@@ -9,7 +9,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import Field
 
-from api.body import parse, parse_json_or_form, path_uuid
+from api.body import parse, parse_json_or_form, path_uuid, query_uuid
 from api.context import DB, IDENTITY, RATE_LIMITER, SETTINGS
 from api.routing import Routes
 from shared import access
@@ -81,6 +81,15 @@ class IdentityList(CamelModel):
 def current_identity(request: web.Request) -> Identity:
     identity: Identity = request[IDENTITY]
     return identity
+
+
+def caller_project(request: web.Request, minimum_role: str = "viewer") -> UUID:
+    """The ``projectId`` query parameter or, without one, the caller's own project (an identity belongs to
+    one project: DESIGN.md 5.5), authorized for ``minimum_role``."""
+    identity = current_identity(request)
+    project_id = query_uuid(request, "projectId", required=False) or identity.project_id
+    access.authorize(identity, project_id, minimum_role)
+    return project_id
 
 
 def actor(request: web.Request) -> str:

@@ -10,8 +10,8 @@ from uuid import UUID
 from aiohttp import web
 
 from api.applications import schemas
-from api.auth import current_identity
-from api.body import parse, path_uuid, query_uuid, storable
+from api.auth import caller_project, current_identity
+from api.body import parse, path_uuid, storable
 from api.context import DB
 from api.profiles.handlers import page
 from api.routing import Routes
@@ -78,9 +78,7 @@ async def create_application(request: web.Request) -> web.Response:
               query={"projectId": "project (defaults to the caller's)", "offset": "skip this many (default 0)",
                      "limit": "page size, 1-100 (default 20)"})
 async def list_applications(request: web.Request) -> web.Response:
-    identity = current_identity(request)
-    project_id: UUID = query_uuid(request, "projectId", required=False) or identity.project_id
-    access.authorize(identity, project_id, "viewer")
+    project_id = caller_project(request)
     offset, limit = page(request)
     rows, total = await db.list_page(request.app[DB], project_id, offset=offset, limit=limit)
     return _json(schemas.ApplicationList(applications=[schemas.ApplicationView.of(r) for r in rows],
@@ -90,9 +88,7 @@ async def list_applications(request: web.Request) -> web.Response:
 @routes.route("GET", APPLICATIONS + "/by-name/{name}", summary="An application by name",
               response=schemas.ApplicationEnvelope, query={"projectId": "project (defaults to the caller's)"})
 async def get_application_by_name(request: web.Request) -> web.Response:
-    identity = current_identity(request)
-    project_id: UUID = query_uuid(request, "projectId", required=False) or identity.project_id
-    access.authorize(identity, project_id, "viewer")
+    project_id = caller_project(request)
     name = request.match_info["name"]
     row = await db.get_by_name(request.app[DB], project_id, name) if storable(name) else None
     if row is None:

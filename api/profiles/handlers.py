@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 from aiohttp import web
 
-from api.auth import current_identity
+from api.auth import caller_project, current_identity
 from api.body import parse, path_uuid, query_int, query_uuid, storable
 from api.certificates.handlers import private_key_pem
 from api.context import DB
@@ -205,9 +204,7 @@ async def list_profiles(request: web.Request) -> web.Response:
 @routes.route("GET", PROFILES + "/slug/{slug}", summary="A certificate profile by slug",
               response=schemas.ProfileEnvelope, query={"projectId": "project (defaults to the caller's)"})
 async def get_profile_by_slug(request: web.Request) -> web.Response:
-    identity = current_identity(request)
-    project_id: UUID = query_uuid(request, "projectId", required=False) or identity.project_id
-    access.authorize(identity, project_id, "viewer")
+    project_id = caller_project(request)
     slug = request.match_info["slug"]
     # A NUL (or lone surrogate) cannot be in a stored slug, and PostgreSQL refuses it as a parameter.
     row = await db.get_profile_by_slug(request.app[DB], project_id, slug) if storable(slug) else None
