@@ -152,6 +152,18 @@ async def test_a_csr_issued_certificate_is_never_renewed(beat: Stack, tenant: Te
     assert await requests_renewing(db, view["certificateId"]) == 0
 
 
+async def test_a_revoked_certificate_is_never_renewed(beat: Stack, tenant: Tenant, db: asyncpg.Connection) -> None:
+    pki = await auto_renewing_pki(tenant)
+    view = await server_key_certificate(tenant.admin, pki)
+    # Revocation has its own change; its column is what the scan reads.
+    await db.execute("UPDATE certificates SET revoked_at = now() WHERE id = $1::uuid", view["certificateId"])
+    await fall_due(db, view["certificateId"])
+
+    await asyncio.sleep(SCANS)
+
+    assert await requests_renewing(db, view["certificateId"]) == 0
+
+
 async def test_a_renewal_the_tightened_policy_refuses_records_renewal_error_and_is_not_retried(
         beat: Stack, tenant: Tenant, db: asyncpg.Connection) -> None:
     pki = await auto_renewing_pki(tenant)
