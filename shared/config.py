@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # A pending request older than this with no progress is re-enqueued by the reconciler.
     reconcile_after_seconds: int = 10
     reconcile_interval_seconds: float = 5.0
+    # How often beat looks for certificates due for server-driven renewal (worker.renewal).
+    renewal_interval_seconds: float = Field(default=60.0, gt=0)
     max_attempts: int = 5
     ca_key_cache_seconds: int = 300
 

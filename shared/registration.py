@@ -173,6 +173,38 @@ async def register_renewal(conn: Executor, ctx: IssuingContext, *, original: Req
     return row
 
 
+async def register_scheduled_renewals(conn: Executor, due: list[CertificateRow],
+                                      contexts: dict[UUID, IssuingContext | None], actor: str = "renewer"
+                                      ) -> tuple[list[UUID], list[tuple[UUID, str]]]:
+    """The server-driven renewal of certificates the scan found due (DESIGN.md 7), in the scan's
+    transaction: each validated as ``register_renewal`` validates one, the valid ones written in one
+    statement that also marks each certificate as being renewed and audits it; a refused one has its
+    reason recorded as the certificate's renewal error (the scan does not try it again). ``contexts``
+    holds the profile of each (None when it was deleted). Returns (new request ids, refusals)."""
+    originals = await requests_db.get_requests(conn, [c.request_id for c in due])
+    renewals: list[requests_db.NewRenewal] = []
+    refused: list[tuple[UUID, str]] = []
+    for cert in due:
+        ctx = contexts.get(cert.profile_id)
+        original = originals.get(cert.request_id)
+        try:
+            if ctx is None or original is None:
+                raise PolicyViolation([FieldError("profileId", "the certificate profile no longer exists")])
+            check_renewable(original, cert)
+            check_issuer_active(ctx)
+            stored = renewal_attributes(original.attributes)
+            evaluate_request(rules=ctx.rules, defaults=ctx.defaults,
+                             attributes=IssueAttributes.model_validate(stored or {}), csr_pem=None, now=_now())
+        except KmsError as exc:
+            refused.append((cert.id, _message(exc.detail, exc.errors)))
+            continue
+        renewals.append(requests_db.NewRenewal(cert.id, cert.project_id, cert.profile_id, stored,
+                                               original.remove_roots))
+    ids = await requests_db.insert_renewals(conn, renewals, actor)
+    await requests_db.record_renewal_errors(conn, refused, actor)
+    return ids, refused
+
+
 # -- batches ----------------------------------------------------------------------------------------
 
 class BatchItem(CamelModel):

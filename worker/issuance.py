@@ -36,6 +36,7 @@ from shared.policy import rules as policy_rules
 from shared.policy.attributes import IssueAttributes
 from shared.policy.evaluation import evaluate_request
 from shared.profiles import IssuingContext, load_issuing_context
+from shared.renewal import stamp as renewal_stamp
 from worker.ca_keys import CaKeyCache
 from worker.issuers import InternalCaIssuer, Issuer, SelfSignedIssuer
 from worker.runtime import Runtime
@@ -62,6 +63,7 @@ class Planned:
     private_key: PrivateKey | None
     cert_id: UUID
     sealed_key: bytes | None
+    api_config: dict[str, Any] | None = None
 
 
 async def issue(rt: Runtime, cache: CaKeyCache, request_id: UUID) -> str:
@@ -211,7 +213,8 @@ async def _prepare(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, req
     if private_key is not None:
         sealed = await rt.keyring.seal(conn, req.project_id, private_key_to_der(private_key), table=CERT_TABLE,
                                        row_id=cert_id)
-    return Planned(req, ctx.profile.ca_id, issuer, template, public_key, private_key, cert_id, sealed)
+    return Planned(req, ctx.profile.ca_id, issuer, template, public_key, private_key, cert_id, sealed,
+                   ctx.profile.api_config if ctx.profile.enrollment_type == "api" else None)
 
 
 def _sign(rt: Runtime, p: Planned) -> tuple[CertificateRow, UUID, dict[str, Any]]:
@@ -224,14 +227,18 @@ def _sign(rt: Runtime, p: Planned) -> tuple[CertificateRow, UUID, dict[str, Any]
         chain = chain[:-1]
     serial_hex = format(signed.serial, "x")
     cn = signed.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    not_before, not_after = signed.certificate.not_valid_before_utc, signed.certificate.not_valid_after_utc
+    renewal = renewal_stamp(p.api_config, server_key=p.sealed_key is not None, not_before=not_before,
+                            not_after=not_after)
     row = CertificateRow(
         id=p.cert_id, project_id=req.project_id, profile_id=req.profile_id, request_id=req.id, ca_id=p.ca_id,
         serial_number=serial_hex, common_name=str(cn[0].value) if cn else None,
         key_algorithm=p.template.key_algorithm,
         certificate_pem=x509_builder.to_pem(signed.certificate), chain_pem=x509_builder.chain_pem(chain),
         issuing_ca_pem=x509_builder.to_pem(signed.chain[0]) if signed.chain else None,
-        not_before=signed.certificate.not_valid_before_utc, not_after=signed.certificate.not_valid_after_utc,
+        not_before=not_before, not_after=not_after,
         encrypted_private_key=p.sealed_key, renewed_from_id=req.renewal_of, renewed_by_id=None,
-        created_at=datetime.now(UTC))
+        created_at=datetime.now(UTC), auto_renew=renewal.auto_renew, renew_before_days=renewal.renew_before_days,
+        renewal_due_at=renewal.renewal_due_at)
     return row, p.ca_id or p.cert_id, {"serial": serial_hex, "request": str(req.id),
                                        "issuer": str(p.ca_id) if p.ca_id else "self-signed"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from shared import tasks as names
-from worker import authorities, issuance, reconciler
+from worker import authorities, issuance, reconciler, renewal
 from worker.app import app
 from worker.ca_keys import CaKeyCache
 from worker.runtime import runtime
@@ -73,3 +73,11 @@ def reconcile() -> dict[str, int]:
         send_ca=lambda cid: create_ca.apply_async(args=[cid], queue=names.QUEUE_CONTROL),
     ))
     return {"requeued": result.requeued, "gaveUp": result.gave_up, "casRequeued": result.cas_requeued}
+
+
+@app.task(name=names.RENEW_DUE, ignore_result=True)
+def renew_due() -> dict[str, int]:
+    """Server-driven renewal: register the renewal of every certificate due (see worker.renewal)."""
+    rt = runtime()
+    result = rt.run(renewal.schedule_renewals(rt, send_requests=lambda ids: issue_chunk.apply_async(args=[ids])))
+    return {"scheduled": result.scheduled, "refused": result.refused}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +16,8 @@ from api.certificates.schemas import (
     MAX_WAIT_SECONDS,
     WIRE_STATUSES,
     CertificateBody,
+    CertificateConfigAnswer,
+    CertificateConfigBody,
     CertificateRequestList,
     CertificateRequestView,
     CertificateView,
@@ -230,12 +232,12 @@ async def get_certificate(request: web.Request) -> web.Response:
 
 async def _metadata(request: web.Request, cert: CertificateRow) -> CertificateView:
     ctx = await request.app[ISSUING_CONTEXTS].get(request.app[DB], cert.profile_id)
-    renew_before = ctx.profile.api_config.get("renewBeforeDays") if ctx is not None else None
+    # renewBeforeDays is the certificate's own (stamped at issuance, changed by PATCH /config): null
+    # when it does not renew itself.
     return CertificateView.of(
         cert, profile_name=ctx.profile.slug if ctx is not None else None,
         ca_name=ctx.ca.name if ctx is not None and ctx.ca is not None else None,
-        ca_type=ctx.ca.type if ctx is not None and ctx.ca is not None else None,
-        renew_before_days=renew_before if isinstance(renew_before, int) else None)
+        ca_type=ctx.ca.type if ctx is not None and ctx.ca is not None else None)
 
 
 def _body(cert: CertificateRow, private_key: str | None = None) -> CertificateBody:
@@ -304,3 +306,39 @@ async def renew(request: web.Request) -> web.Response:
                                               requested_by=identity.id, remove_roots=body.remove_roots_from_chain)
     _enqueue(request, row.id)
     return await _answer(request, identity, row, wait, RenewAnswer)
+
+
+@routes.route("PATCH", BASE + "/{certificateId}/config",
+              summary="A certificate's server-driven renewal: renewBeforeDays (1-30), enableAutoRenewal",
+              body=CertificateConfigBody, response=CertificateConfigAnswer)
+async def update_config(request: web.Request) -> web.Response:
+    cert = await _certificate(request)
+    identity = current_identity(request)
+    access.authorize(identity, cert.project_id, "issuer")
+    body = await parse(request, CertificateConfigBody)
+    if body.renew_before_days is None and body.enable_auto_renewal is None:
+        raise ValidationFailure("give renewBeforeDays or enableAutoRenewal",
+                                [FieldError("renewBeforeDays", "required unless enableAutoRenewal is given")])
+    if body.enable_auto_renewal is False:
+        auto, days = False, None
+        message = "Auto-renewal disabled"
+    else:
+        original = await db.get_request(request.app[DB], cert.request_id, cert.project_id)
+        assert original is not None
+        registration.check_renewable(original, cert)
+        if cert.renewed_by_id is not None:
+            raise BadRequest("this certificate was already renewed",
+                             [FieldError("certificateId", f"renewed by {cert.renewed_by_id}")])
+        days = body.renew_before_days or cert.renew_before_days
+        if days is None:
+            raise ValidationFailure("renewBeforeDays is required to enable auto-renewal",
+                                    [FieldError("renewBeforeDays", "required")])
+        if cert.not_after - timedelta(days=days) - cert.not_before < timedelta(days=1):
+            raise BadRequest("renewBeforeDays must leave the certificate at least a day before it falls due",
+                             [FieldError("renewBeforeDays", "too long for this certificate's lifetime")])
+        auto = True
+        message = "Auto-renewal configured"
+    if not await db.set_renewal_config(request.app[DB], cert.id, cert.project_id, auto_renew=auto,
+                                       renew_before_days=days, actor=f"identity:{identity.id}"):
+        raise NotFound("no such certificate")
+    return web.json_response(CertificateConfigAnswer(message=message, renew_before_days=days).to_json())

@@ -65,6 +65,18 @@ class RenewBody(CamelModel):
     remove_roots_from_chain: bool | None = None
 
 
+class CertificateConfigBody(CamelModel):
+    """``PATCH /certificates/{id}/config``: the certificate's own server-driven renewal setting."""
+
+    renew_before_days: int | None = Field(default=None, ge=1, le=30)
+    enable_auto_renewal: bool | None = None
+
+
+class CertificateConfigAnswer(CamelModel):
+    message: str
+    renew_before_days: int | None = None
+
+
 def request_fingerprint(body: CamelModel) -> bytes:
     """What makes two requests (or batches) "the same body" for an Idempotency-Key: the validated content,
     not bytes."""
@@ -253,6 +265,8 @@ class CertificateMetadata(CamelModel):
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
     renew_before_days: int | None = None
+    # Extension (upstream has it in its database): why the last server-driven renewal failed.
+    renewal_error: str | None = None
     renewed_from_certificate_id: UUID | None
     renewed_by_certificate_id: UUID | None
     subject: dict[str, str]
@@ -280,7 +294,8 @@ class CertificateView(CamelModel):
             status=certificate_status(cert.not_after), serial_number=cert.serial_number,
             common_name=cert.common_name, alt_names=_alt_names(leaf), key_usages=_key_usages(leaf),
             extended_key_usages=_extended_key_usages(leaf), not_before=cert.not_before, not_after=cert.not_after,
-            renew_before_days=renew_before_days, renewed_from_certificate_id=cert.renewed_from_id,
+            renew_before_days=renew_before_days if renew_before_days is not None else cert.renew_before_days,
+            renewal_error=cert.renewal_error, renewed_from_certificate_id=cert.renewed_from_id,
             renewed_by_certificate_id=cert.renewed_by_id, subject=_subject(leaf.subject),
             fingerprints=Fingerprints(sha256=leaf.fingerprint(hashes.SHA256()).hex(),
                                       sha1=leaf.fingerprint(hashes.SHA1()).hex()),  # noqa: S303 - a name, not a MAC

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,6 +56,12 @@ class CertificateRow:
     renewed_from_id: UUID | None
     renewed_by_id: UUID | None
     created_at: datetime
+    # Server-driven renewal (DESIGN.md 7): the profile's apiConfig as stamped at issuance (see
+    # shared.renewal.stamp), changed per certificate by PATCH /{id}/config.
+    auto_renew: bool = False
+    renew_before_days: int | None = None
+    renewal_due_at: datetime | None = None
+    renewal_error: str | None = None
 
 
 _REQ_COLS = ", ".join(RequestRow.__dataclass_fields__)
@@ -130,11 +137,13 @@ async def claim(conn: Executor, request_id: UUID, token: UUID, lease_seconds: fl
 
 
 async def finish_failed(conn: Executor, request_id: UUID, token: UUID | None, message: str) -> bool:
-    """Ends a request failed; with ``token`` None (the reconciler giving up) any open request qualifies."""
+    """Ends a request failed; with ``token`` None (the reconciler giving up) any open request qualifies.
+    A failed server-driven renewal records its reason on the certificate it renews (see _RENEWAL_FAILED)."""
     done = await conn.fetchval(
-        "UPDATE certificate_requests SET status = 'failed', error_message = $3, lease_expires_at = NULL,"
+        "WITH fin AS (UPDATE certificate_requests SET status = 'failed', error_message = $3, lease_expires_at = NULL,"
         " updated_at = now() WHERE id = $1 AND status IN ('pending', 'processing')"
-        " AND ($2::uuid IS NULL OR claim_token = $2) RETURNING id", request_id, token, message)
+        " AND ($2::uuid IS NULL OR claim_token = $2) RETURNING id, renewal_of)," + _RENEWAL_FAILED.format(message="$3")
+        + " SELECT id FROM fin", request_id, token, message)
     return done is not None
 
 
@@ -234,11 +243,26 @@ async def store_many(conn: asyncpg.Connection, items: list[tuple[CertificateRow,
         await conn.executemany(_STORE_SQL, [_store_args(c, token, issuer, d) for c, issuer, d in items])
 
 
+# A server-driven renewal that fails (the policy was tightened since the certificate was issued, say)
+# records why on the certificate it renews, in the statement that fails the request: the renewal scan
+# skips a certificate with a renewal_error, so it is not retried. Only the scan's own request counts
+# (renewal_request_id): a renewal asked by hand answers its caller instead.
+_RENEWAL_FAILED = """
+    renewal_failed AS (
+        UPDATE certificates SET renewal_error = {message} FROM fin
+         WHERE certificates.id = fin.renewal_of AND certificates.renewal_request_id = fin.id
+        RETURNING certificates.id, certificates.project_id),
+    renewal_failure_audited AS (
+        INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)
+        SELECT project_id, 'worker', 'certificate.renewal.failed', 'certificate', id::text,
+               jsonb_build_object('error', {message}::text) FROM renewal_failed RETURNING 1)"""
+
 _FAIL_SQL = """
     WITH fin AS (
         UPDATE certificate_requests SET status = 'failed', error_message = $3, lease_expires_at = NULL,
                updated_at = now()
-         WHERE id = $1 AND status = 'processing' AND claim_token = $2 RETURNING id),
+         WHERE id = $1 AND status = 'processing' AND claim_token = $2 RETURNING id, renewal_of),""" + \
+    _RENEWAL_FAILED.format(message="$3") + """,
     audited AS (
         INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)
         SELECT $4, 'worker', 'certificate.sign.refused', 'certificate_request', fin.id::text,
@@ -364,3 +388,90 @@ async def project_has_slug(conn: Executor, project_id: UUID, slug: str) -> bool:
     before and after the migration that gives projects a slug: without one, any slug names it.)"""
     return bool(await conn.fetchval(
         "SELECT coalesce(to_jsonb(p)->>'slug', $2) = $2 FROM projects p WHERE id = $1", project_id, slug))
+
+
+# -- server-driven renewal (DESIGN.md 7) -------------------------------------------------------------
+
+async def due_renewals(conn: Executor, limit: int) -> list[CertificateRow]:
+    """Inside the scan's transaction: up to ``limit`` certificates due for server-driven renewal, locked
+    (SKIP LOCKED: two scans at once share the work, never renew one twice). Active (neither revoked nor
+    expired nor deleted), not renewed or being renewed, with a server-made key and no renewal error;
+    read through certificates_renewal_due_idx."""
+    rows = await conn.fetch(
+        f"SELECT {_CERT_COLS} FROM certificates"
+        " WHERE auto_renew AND renewal_due_at IS NOT NULL AND renewed_by_id IS NULL AND renewal_request_id IS NULL"
+        " AND renewal_error IS NULL AND revoked_at IS NULL AND deleted_at IS NULL"
+        " AND renewal_due_at <= now() AND not_after > now() AND encrypted_private_key IS NOT NULL"
+        " ORDER BY renewal_due_at LIMIT $1 FOR UPDATE SKIP LOCKED", limit)
+    return [_certificate(r) for r in rows]
+
+
+async def get_requests(conn: Executor, request_ids: list[UUID]) -> dict[UUID, RequestRow]:
+    rows = await conn.fetch(f"SELECT {_REQ_COLS} FROM certificate_requests WHERE id = ANY($1::uuid[])", request_ids)
+    return {r["id"]: _request(r) for r in rows}
+
+
+@dataclass(frozen=True)
+class NewRenewal:
+    """A renewal request the scan registers: for ``certificate_id``, as validated by the RA."""
+
+    certificate_id: UUID
+    project_id: UUID
+    profile_id: UUID
+    attributes: dict[str, Any] | None
+    remove_roots: bool
+
+
+async def insert_renewals(conn: Executor, renewals: list[NewRenewal], actor: str) -> list[UUID]:
+    """Write many pending renewal requests in one statement, mark each certificate as being renewed by
+    its request (so no later scan renews it again), and audit ``certificate.renewal.scheduled`` for each.
+    Returns the new request ids."""
+    if not renewals:
+        return []
+    rows = await conn.fetch(
+        "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bool[])"
+        "   AS t(cert_id, project_id, profile_id, attributes, remove_roots)),"
+        " ins AS (INSERT INTO certificate_requests (project_id, profile_id, attributes, server_key, remove_roots,"
+        "   renewal_of) SELECT project_id, profile_id, attributes::jsonb, true, remove_roots, cert_id FROM input"
+        "   RETURNING id, project_id, renewal_of),"
+        " marked AS (UPDATE certificates SET renewal_request_id = ins.id FROM ins"
+        "   WHERE certificates.id = ins.renewal_of RETURNING 1),"
+        " audited AS (INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)"
+        "   SELECT project_id, $6, 'certificate.renewal.scheduled', 'certificate', renewal_of::text,"
+        "   jsonb_build_object('request', id::text) FROM ins RETURNING 1)"
+        " SELECT id FROM ins",
+        [r.certificate_id for r in renewals], [r.project_id for r in renewals], [r.profile_id for r in renewals],
+        [None if r.attributes is None else json.dumps(r.attributes) for r in renewals],
+        [r.remove_roots for r in renewals], actor)
+    return [r["id"] for r in rows]
+
+
+async def record_renewal_errors(conn: Executor, failures: list[tuple[UUID, str]], actor: str) -> None:
+    """Renewals the RA refused (certificate id, why): recorded on each certificate, so the scan stops
+    retrying it, and audited as ``certificate.renewal.failed``, in one statement."""
+    if not failures:
+        return
+    await conn.execute(
+        "WITH failed AS (UPDATE certificates SET renewal_error = t.error"
+        "   FROM unnest($1::uuid[], $2::text[]) AS t(id, error) WHERE certificates.id = t.id"
+        "   RETURNING certificates.id, certificates.project_id, t.error)"
+        " INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)"
+        " SELECT project_id, $3, 'certificate.renewal.failed', 'certificate', id::text,"
+        " jsonb_build_object('error', error) FROM failed",
+        [c for c, _ in failures], [m for _, m in failures], actor)
+
+
+async def set_renewal_config(conn: Executor, certificate_id: UUID, project_id: UUID, *, auto_renew: bool,
+                             renew_before_days: int | None, actor: str) -> bool:
+    """PATCH /{id}/config: the certificate's own renewal setting (its due date follows). Turning renewal
+    on again clears a recorded renewal error, so the scan tries once more. Audited in the statement."""
+    return bool(await conn.fetchval(
+        "WITH changed AS (UPDATE certificates SET auto_renew = $3, renew_before_days = $4,"
+        "   renewal_due_at = CASE WHEN $3 THEN not_after - make_interval(days => $4) END,"
+        "   renewal_request_id = CASE WHEN $3 AND renewal_error IS NOT NULL THEN NULL ELSE renewal_request_id END,"
+        "   renewal_error = CASE WHEN $3 THEN NULL ELSE renewal_error END"
+        "   WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL RETURNING id, project_id),"
+        " audited AS (INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)"
+        "   SELECT project_id, $5, 'certificate.config.update', 'certificate', id::text,"
+        "   jsonb_build_object('autoRenew', $3::boolean, 'renewBeforeDays', $4::integer) FROM changed RETURNING 1)"
+        " SELECT count(*) FROM changed", certificate_id, project_id, auto_renew, renew_before_days, actor))

@@ -264,6 +264,8 @@ EXPECTED: dict[Route, Expect] = {
     ("GET", ISSUE + "/{certificateId}/private-key"): Expect(
         "issuer", (200,), at(lambda w: _cert(w, "/private-key")), key=True),
     ("POST", ISSUE + "/{certificateId}/renew"): Expect("issuer", (202,), at(lambda w: _cert(w, "/renew"))),
+    ("PATCH", ISSUE + "/{certificateId}/config"): Expect(
+        "issuer", (200,), at(lambda w: Call(f"{ISSUE}/{w.certificate_id}/config", {"enableAutoRenewal": False}))),
     # -- batches ---------------------------------------------------------------------------------
     ("POST", BATCHES): Expect("issuer", (202,), at(lambda w: Call(BATCHES, {
         "profileId": w.profile_id, "items": [{"attributes": server_key_attributes("walk-batch.example.test")}]}))),
