@@ -23,6 +23,8 @@ ISSUE_CERTIFICATE: Final = "kms.issue_certificate"
 CREATE_CA: Final = "kms.create_ca"
 ISSUE_BATCH_CHUNK: Final = "kms.issue_batch_chunk"
 RECONCILE: Final = "kms.reconcile"
+SIGN_CRL: Final = "kms.sign_crl"
+REFRESH_CRLS: Final = "kms.refresh_crls"
 
 
 def celery_config(broker_url: str) -> dict[str, Any]:
@@ -42,7 +44,8 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE_SIGNING,
         "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
-        "task_routes": {ISSUE_BATCH_CHUNK: {"queue": QUEUE_SIGNING}, RECONCILE: {"queue": QUEUE_CONTROL}},
+        "task_routes": {ISSUE_BATCH_CHUNK: {"queue": QUEUE_SIGNING}, RECONCILE: {"queue": QUEUE_CONTROL},
+                        SIGN_CRL: {"queue": QUEUE_SIGNING}, REFRESH_CRLS: {"queue": QUEUE_CONTROL}},
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "worker_hijack_root_logger": False,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from shared import tasks as names
-from worker import authorities, issuance, reconciler
+from worker import authorities, issuance, reconciler, revocation
 from worker.app import app
 from worker.ca_keys import CaKeyCache
 from worker.runtime import runtime
@@ -35,9 +35,13 @@ def _backoff(retries: int) -> float:
 def create_ca(self, ca_id: str) -> str:  # type: ignore[no-untyped-def]
     rt = runtime()
     try:
-        return rt.run(authorities.create_ca(rt, ca_keys(), UUID(ca_id)))
+        status = rt.run(authorities.create_ca(rt, ca_keys(), UUID(ca_id)))
     except TRANSIENT as exc:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    if status == "active":
+        # A new CA gets its first (empty) CRL at once; beat signs it later if this is lost.
+        sign_crl.apply_async(args=[ca_id], queue=names.QUEUE_SIGNING)
+    return status
 
 
 @app.task(name=names.ISSUE_CERTIFICATE, bind=True, max_retries=5)
@@ -73,3 +77,20 @@ def reconcile() -> dict[str, int]:
         send_ca=lambda cid: create_ca.apply_async(args=[cid], queue=names.QUEUE_CONTROL),
     ))
     return {"requeued": result.requeued, "gaveUp": result.gave_up, "casRequeued": result.cas_requeued}
+
+
+@app.task(name=names.SIGN_CRL, bind=True, max_retries=8)
+def sign_crl(self, ca_id: str) -> str:  # type: ignore[no-untyped-def]
+    """Re-sign a CA's CRL after a revocation: coalesced, the task signs nothing when a CRL already
+    covers every revocation (so a burst of revocations shares one CRL)."""
+    rt = runtime()
+    try:
+        return rt.run(revocation.sign_crl(rt, ca_keys(), UUID(ca_id)))
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@app.task(name=names.REFRESH_CRLS, ignore_result=True)
+def refresh_crls() -> int:
+    rt = runtime()
+    return rt.run(revocation.refresh_due(rt, ca_keys()))

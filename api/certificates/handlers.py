@@ -24,6 +24,8 @@ from api.certificates.schemas import (
     RenewAnswer,
     RenewBody,
     RequestSearch,
+    RevokeAnswer,
+    RevokeBody,
     check_idempotency_key,
     decode_cursor,
     encode_cursor,
@@ -33,12 +35,14 @@ from api.certificates.schemas import (
 from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
 from api.routing import Routes, absolute_url
 from shared import access, registration
+from shared import tasks as task_names
 from shared.db import Executor, audit
 from shared.db import applications as applications_db
 from shared.db import requests as db
+from shared.db import revocation as revocation_db
 from shared.db.identities import Identity
 from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
-from shared.errors import BadRequest, FieldError, KmsError, NotFound, ValidationFailure
+from shared.errors import BadRequest, Conflict, FieldError, KmsError, NotFound, ValidationFailure
 from shared.pki.keys import load_private_key_der, private_key_to_pem
 from shared.secrets.envelope import EnvelopeError
 
@@ -304,3 +308,25 @@ async def renew(request: web.Request) -> web.Response:
                                               requested_by=identity.id, remove_roots=body.remove_roots_from_chain)
     _enqueue(request, row.id)
     return await _answer(request, identity, row, wait, RenewAnswer)
+
+
+@routes.route("POST", BASE + "/{certificateId}/revoke",
+              summary="Revoke a certificate: on its CA's CRL within seconds (a second revoke is 409)",
+              body=RevokeBody, response=RevokeAnswer)
+async def revoke(request: web.Request) -> web.Response:
+    cert = await _certificate(request)
+    identity = current_identity(request)
+    access.authorize(identity, cert.project_id, "issuer")
+    body = await parse(request, RevokeBody)
+    async with request.app[DB].acquire() as conn, conn.transaction():
+        done = await revocation_db.revoke(conn, cert.id, cert.project_id, body.revocation_reason,
+                                          f"identity:{identity.id}")
+    if done is None:
+        raise Conflict("the certificate is already revoked", [FieldError("certificateId", "already revoked")])
+    serial, revoked_at = done
+    if cert.ca_id is not None:
+        # The revocation is committed; the CRL task re-reads every revocation of the CA (so a burst shares
+        # one CRL), and beat re-signs it if this message is lost.
+        await request.app[BROKER].send_best_effort(task_names.SIGN_CRL, [str(cert.ca_id)])
+    return web.json_response(RevokeAnswer(message="Successfully revoked certificate", serial_number=serial,
+                                          revoked_at=revoked_at).to_json())

@@ -65,6 +65,22 @@ class RenewBody(CamelModel):
     remove_roots_from_chain: bool | None = None
 
 
+RevocationReason = Literal["UNSPECIFIED", "KEY_COMPROMISE", "CA_COMPROMISE", "AFFILIATION_CHANGED", "SUPERSEDED",
+                           "CESSATION_OF_OPERATION", "CERTIFICATE_HOLD", "PRIVILEGE_WITHDRAWN", "A_A_COMPROMISE"]
+
+
+class RevokeBody(CamelModel):
+    """``POST /certificates/{id}/revoke``: one of upstream's nine reasons (RFC 5280 CRLReason)."""
+
+    revocation_reason: RevocationReason
+
+
+class RevokeAnswer(CamelModel):
+    message: str
+    serial_number: str
+    revoked_at: datetime
+
+
 def request_fingerprint(body: CamelModel) -> bytes:
     """What makes two requests (or batches) "the same body" for an Idempotency-Key: the validated content,
     not bytes."""
@@ -225,7 +241,10 @@ class CertificateRequestList(CamelModel):
     next_cursor: str | None = None
 
 
-def certificate_status(not_after: datetime, now: datetime | None = None) -> str:
+def certificate_status(not_after: datetime, now: datetime | None = None, revoked_at: datetime | None = None) -> str:
+    """active, revoked (whether or not it has expired since) or expired (DESIGN.md 7)."""
+    if revoked_at is not None:
+        return "revoked"
     return "expired" if not_after <= (now or datetime.now(UTC)) else "active"
 
 
@@ -277,7 +296,8 @@ class CertificateView(CamelModel):
         leaf = x509.load_pem_x509_certificate(cert.certificate_pem.encode())
         return cls(certificate=CertificateMetadata(
             id=cert.id, project_id=cert.project_id, profile_id=cert.profile_id, ca_id=cert.ca_id,
-            status=certificate_status(cert.not_after), serial_number=cert.serial_number,
+            status=certificate_status(cert.not_after, revoked_at=cert.revoked_at), serial_number=cert.serial_number,
+            revoked_at=cert.revoked_at, revocation_reason=cert.revocation_reason,
             common_name=cert.common_name, alt_names=_alt_names(leaf), key_usages=_key_usages(leaf),
             extended_key_usages=_extended_key_usages(leaf), not_before=cert.not_before, not_after=cert.not_after,
             renew_before_days=renew_before_days, renewed_from_certificate_id=cert.renewed_from_id,
@@ -394,7 +414,7 @@ def item_of(listed: ListedRequest, now: datetime) -> CertificateRequestItem:
     if r.status == "issued" and r.certificate_id is not None and listed.serial_number is not None \
             and listed.not_after is not None:
         summary = CertificateSummary(id=r.certificate_id, serial_number=listed.serial_number,
-                                     status=certificate_status(listed.not_after, now))
+                                     status=certificate_status(listed.not_after, now, listed.revoked_at))
     return CertificateRequestItem(
         id=r.id, certificate_request_id=r.id, status=wire_status(r.status), common_name=listed.common_name,
         alt_names=list((r.attributes or {}).get("altNames") or []), profile_id=r.profile_id,
