@@ -56,6 +56,7 @@ async def create_ca(rt: Runtime, cache: CaKeyCache, ca_id: UUID) -> str:
                 issuer_cert=issuer.certificate if issuer else None,
                 issuer_key=issuer.key if issuer else key, signature_algorithm=None,
                 not_before=not_before, not_after=not_after, path_length=ca.max_path_length, serial=serial,
+                urls=x509_builder.issuer_urls(rt.settings.public_url, ca.parent_ca_id) if issuer else None,
             )
         except (KmsError, _Refused, EnvelopeError) as exc:
             message = str(exc) if not isinstance(exc, EnvelopeError) else (

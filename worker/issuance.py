@@ -189,7 +189,7 @@ async def _prepare(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, req
         if ctx.ca is None or ctx.ca_key is None:
             raise PolicyViolation([FieldError("profileId", "the profile's CA has no key yet (still pending?)")])
         ca = await cache.signing_ca(conn, ctx.ca, ctx.ca_key)
-        issuer = InternalCaIssuer(ca)
+        issuer = InternalCaIssuer(ca, rt.settings.public_url)
         issuer_key_algorithm = x509_builder.key_algorithm_of(ca.key)
     else:
         issuer = SelfSignedIssuer()

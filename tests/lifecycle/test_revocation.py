@@ -12,7 +12,7 @@ import asyncpg
 from cryptography import x509
 
 from tests.api_client import ApiClient, Tenant, assert_problem
-from tests.issuance.checkers import run
+from tests.issuance.checkers import pkilint_errors, run
 from tests.issuance.issuing import CERTIFICATES
 from tests.lifecycle.revoking import crl_lint_errors, crl_listing, issue, public_crl, public_crl_der, revoke
 from tests.pki_setup import PROFILES, REQUESTS, make_pki
@@ -183,3 +183,28 @@ async def test_crls_route_lists_the_current_crl_to_a_viewer(worker: Stack, tenan
 
 async def test_crl_of_an_unknown_ca_is_404(worker: Stack, http: ApiClient) -> None:
     assert_problem(await http.get("/api/v1/cert-manager/crl/00000000-0000-4000-8000-000000000000/der"), 404)
+
+
+async def test_issued_leaf_points_at_its_cas_public_crl_and_certificate(worker: Stack, tenant: Tenant) -> None:
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    view = await issue(tenant.admin, pki, "urls.example.test")
+    leaf = x509.load_pem_x509_certificate(str(view["certificate"]).encode())
+    cdp = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    aia = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    base = tenant.admin.base + "/api/v1/cert-manager"
+    crl_url = cdp[0].full_name[0].value  # type: ignore[index]
+    ca_url = aia[0].access_location.value
+    assert crl_url == f"{base}/crl/{pki.issuing_id}/der"
+    assert ca_url == f"{base}/ca/internal/{pki.issuing_id}/certificates/{pki.issuing_id}/der"
+    async with tenant.admin.session.get(crl_url) as resp:
+        crl = x509.load_der_x509_crl(await resp.read())
+    async with tenant.admin.session.get(ca_url) as resp:
+        issuer = x509.load_der_x509_certificate(await resp.read())
+    assert issuer == x509.load_pem_x509_certificate(pki.issuing_pem.encode())
+    assert crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+
+
+async def test_leaf_with_crl_and_aia_urls_lints_clean(worker: Stack, tenant: Tenant) -> None:
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    view = await issue(tenant.admin, pki, "lintleaf.example.test")
+    assert await pkilint_errors(str(view["certificate"])) == []
