@@ -192,7 +192,7 @@ async def test_issued_leaf_points_at_its_cas_public_crl_and_certificate(worker: 
     cdp = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     aia = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     base = tenant.admin.base + "/api/v1/cert-manager"
-    crl_url = cdp[0].full_name[0].value  # type: ignore[index]
+    crl_url = cdp[0].full_name[0].value
     ca_url = aia[0].access_location.value
     assert crl_url == f"{base}/crl/{pki.issuing_id}/der"
     assert ca_url == f"{base}/ca/internal/{pki.issuing_id}/certificates/{pki.issuing_id}/der"
