@@ -12,10 +12,14 @@ import logging
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+import asyncpg
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from shared.config import Settings
 from shared.db import revocation as db
 from shared.pki.crl import CrlEntry, build_crl
+from shared.pki.keys import PrivateKey
 from worker.ca_keys import CaKeyCache
 from worker.runtime import Runtime
 
@@ -25,6 +29,20 @@ log = logging.getLogger("kms.worker")
 def refresh_margin(validity_seconds: int) -> timedelta:
     """A CRL is re-signed once less than half its validity remains."""
     return timedelta(seconds=validity_seconds / 2)
+
+
+async def store_first_crl(conn: asyncpg.Connection, settings: Settings, *, ca_id: UUID, project_id: UUID,
+                          certificate: x509.Certificate, key: PrivateKey) -> None:
+    """CRL number 1 (empty) of a CA, in the transaction that activates it: an active CA always has a CRL."""
+    covered_at = await conn.fetchval("SELECT clock_timestamp()")
+    this_update = datetime.now(UTC) - timedelta(seconds=min(settings.backdate_seconds,
+                                                            settings.crl_validity_seconds // 4))
+    crl = build_crl(issuer_cert=certificate, issuer_key=key, crl_number=1, this_update=this_update,
+                    next_update=this_update + timedelta(seconds=settings.crl_validity_seconds), entries=[])
+    assert crl.next_update_utc is not None
+    await db.store_crl(conn, ca_id=ca_id, project_id=project_id, crl_number=1, this_update=crl.last_update_utc,
+                       next_update=crl.next_update_utc, covered_at=covered_at, der=crl.public_bytes(Encoding.DER),
+                       entries=0)
 
 
 async def sign_crl(rt: Runtime, cache: CaKeyCache, ca_id: UUID, *, force: bool = False) -> str:

@@ -35,13 +35,9 @@ def _backoff(retries: int) -> float:
 def create_ca(self, ca_id: str) -> str:  # type: ignore[no-untyped-def]
     rt = runtime()
     try:
-        status = rt.run(authorities.create_ca(rt, ca_keys(), UUID(ca_id)))
+        return rt.run(authorities.create_ca(rt, ca_keys(), UUID(ca_id)))
     except TRANSIENT as exc:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-    if status == "active":
-        # A new CA gets its first (empty) CRL at once; beat signs it later if this is lost.
-        sign_crl.apply_async(args=[ca_id], queue=names.QUEUE_SIGNING)
-    return status
 
 
 @app.task(name=names.ISSUE_CERTIFICATE, bind=True, max_retries=5)

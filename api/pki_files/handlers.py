@@ -48,8 +48,11 @@ async def _current_crl(request: web.Request, pool: Executor, ca_id: UUID) -> Crl
     latest = await db.latest_crl(pool, ca_id)
     if latest is not None and latest.next_update > datetime.now(UTC):
         return latest
-    if await authorities_db.get(pool, ca_id) is None:
+    ca = await authorities_db.get(pool, ca_id)
+    if ca is None:
         raise NotFound("no such CRL")
+    if ca.status not in ("active", "disabled"):
+        raise NotFound(f"the CA is {ca.status}: it has no key, so no CRL")
     # No CRL yet (a CA made before revocation existed) or a stale one: a worker signs it, we wait briefly.
     await request.app[BROKER].send_best_effort(task_names.SIGN_CRL, [str(ca_id)])
     deadline = time.monotonic() + FIRST_CRL_WAIT_SECONDS

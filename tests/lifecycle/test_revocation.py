@@ -208,3 +208,16 @@ async def test_leaf_with_crl_and_aia_urls_lints_clean(worker: Stack, tenant: Ten
     pki = await make_pki(tenant.admin, tenant.project_id)
     view = await issue(tenant.admin, pki, "lintleaf.example.test")
     assert await pkilint_errors(str(view["certificate"])) == []
+
+
+async def test_a_crl_past_its_next_update_is_never_served_a_fresh_one_is(
+        worker: Stack, tenant: Tenant, db: asyncpg.Connection) -> None:
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    first = await public_crl(tenant.admin, pki.issuing_id)
+    # As if every worker had been down past the CRL's nextUpdate.
+    await db.execute("UPDATE certificate_revocation_lists SET this_update = now() - interval '2 hours',"
+                     " next_update = now() - interval '1 hour' WHERE ca_id = $1::uuid", pki.issuing_id)
+    served = await public_crl(tenant.admin, pki.issuing_id)
+    assert served.next_update_utc is not None and served.next_update_utc > datetime.now(UTC)
+    number = served.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number > first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
