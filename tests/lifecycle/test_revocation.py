@@ -4,13 +4,17 @@ and the revocation shows everywhere the certificate does."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 from cryptography import x509
 
+from api.broker import Broker
+from shared import tasks
 from tests.api_client import ApiClient, Tenant, assert_problem
 from tests.issuance.checkers import pkilint_errors, run
 from tests.issuance.issuing import CERTIFICATES
@@ -221,3 +225,38 @@ async def test_a_crl_past_its_next_update_is_never_served_a_fresh_one_is(
     assert served.next_update_utc is not None and served.next_update_utc > datetime.now(UTC)
     number = served.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     assert number > first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
+async def test_a_burst_of_revocations_is_all_on_the_crl_within_5_seconds(
+        worker: Stack, tenant: Tenant, db: asyncpg.Connection) -> None:
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    views = [await issue(tenant.admin, pki, f"burst{i}.example.test") for i in range(8)]
+    answers = await asyncio.gather(*(revoke(tenant.admin, str(v["certificateId"])) for v in views))
+    assert [a.status for a in answers] == [200] * len(views)
+    start = time.monotonic()
+    for view in views:
+        await crl_listing(tenant.admin, pki.issuing_id, str(view["serialNumber"]),
+                          timeout=5 - (time.monotonic() - start))
+    # One CRL when the CA was made, then at most one per revocation (a task finding them covered signs none).
+    crls = await db.fetchval("SELECT count(*) FROM certificate_revocation_lists WHERE ca_id = $1::uuid",
+                             pki.issuing_id)
+    assert crls <= 1 + len(views)
+
+
+async def test_a_crl_task_with_nothing_new_to_list_signs_no_crl(
+        worker: Stack, tenant: Tenant, db: asyncpg.Connection) -> None:
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    view = await issue(tenant.admin, pki, "once.example.test")
+    assert (await revoke(tenant.admin, str(view["certificateId"]))).status == 200
+    await crl_listing(tenant.admin, pki.issuing_id, str(view["serialNumber"]))
+    count = "SELECT count(*) FROM certificate_revocation_lists WHERE ca_id = $1::uuid"
+    before = await db.fetchval(count, pki.issuing_id)
+    broker = Broker(worker.broker_url)
+    try:
+        for _ in range(3):
+            await broker.send(tasks.SIGN_CRL, [pki.issuing_id])
+    finally:
+        await broker.close()
+    # The tasks run within moments: each finds the newest CRL covering every revocation.
+    await asyncio.sleep(1.5)
+    assert await db.fetchval(count, pki.issuing_id) == before
