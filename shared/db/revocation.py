@@ -64,6 +64,10 @@ async def revoke(conn: Executor, certificate_id: UUID, project_id: UUID, reason:
     return row["serial_number"], row["revoked_at"]
 
 
+async def is_revoked(conn: Executor, certificate_id: UUID) -> bool:
+    return bool(await conn.fetchval("SELECT revoked_at IS NOT NULL FROM certificates WHERE id = $1", certificate_id))
+
+
 async def lock_ca(conn: Executor, ca_id: UUID) -> datetime:
     """Take the CA's CRL lock (waiting for revocations in flight) and return the clock after it."""
     await conn.execute("SELECT 1 FROM certificate_authorities WHERE id = $1 FOR UPDATE", ca_id)

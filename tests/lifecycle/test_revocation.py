@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from api.broker import Broker
 from shared import tasks
 from tests.api_client import ApiClient, Tenant, assert_problem
 from tests.issuance.checkers import pkilint_errors, run
-from tests.issuance.issuing import CERTIFICATES
+from tests.issuance.issuing import CERTIFICATES, outcome
 from tests.lifecycle.revoking import crl_lint_errors, crl_listing, issue, public_crl, public_crl_der, revoke
 from tests.pki_setup import PROFILES, REQUESTS, make_pki
 from tests.stack import Stack
@@ -260,3 +261,18 @@ async def test_a_crl_task_with_nothing_new_to_list_signs_no_crl(
     # The tasks run within moments: each finds the newest CRL covering every revocation.
     await asyncio.sleep(1.5)
     assert await db.fetchval(count, pki.issuing_id) == before
+
+
+async def test_a_renewal_accepted_before_the_revocation_is_refused_by_the_worker(
+        worker: Stack, tenant: Tenant, api_without_broker: str,
+        ring_doorbell: Callable[[str], Awaitable[None]]) -> None:
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    view = await issue(tenant.admin, pki, "race.example.test")
+    # Accepted by an API whose broker is unreachable: stored pending, signed only when the bell rings.
+    other_api = ApiClient(tenant.admin.session, api_without_broker, tenant.admin.token)
+    renewal = await other_api.post(f"{CERTIFICATES}/{view['certificateId']}/renew")
+    assert renewal.status == 202, renewal.body
+    assert (await revoke(tenant.admin, str(view["certificateId"]))).status == 200
+    await ring_doorbell(renewal.body["certificateRequestId"])
+    result = await outcome(tenant.admin, renewal.body["certificateRequestId"])
+    assert result["status"] == "failed" and "revoked" in result["errorMessage"], result
