@@ -8,7 +8,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from aiohttp import web
 
-from api import applications, auth, authorities, batches, certificates, ops, profiles
+from api import applications, auth, authorities, batches, certificates, ops, pki_files, profiles
 from api.broker import Broker
 from api.context import (
     BROKER,
@@ -42,7 +42,7 @@ from shared.secrets.keyring import KeyRing, root_key_from
 
 ROUTE_TABLES: list[Routes] = [
     ops.routes, auth.routes, authorities.routes, profiles.routes, applications.routes, certificates.routes,
-    batches.routes,
+    batches.routes, pki_files.routes,
 ]
 
 

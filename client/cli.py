@@ -138,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=int, default=0, help="seconds to wait for it to be issued or failed")
     p.set_defaults(run=cert_status)
 
+    p = cert.add_parser("revoke", parents=[url], help="revoke a certificate (on its CA's CRL within seconds)")
+    p.add_argument("certificate_id")
+    p.add_argument("--reason", default="UNSPECIFIED", type=str.upper, choices=REVOCATION_REASONS,
+                   help="RFC 5280 reason (default UNSPECIFIED)")
+    p.set_defaults(run=cert_revoke)
+
     batch = sub.add_parser("batch", help="bulk batches").add_subparsers(dest="batch_command", required=True)
     p = batch.add_parser("submit", parents=[url], help="submit a batch and download its certificates")
     p.add_argument("--profile", required=True, help="certificate profile id")
@@ -285,6 +291,17 @@ async def cert_request(args: argparse.Namespace) -> int:
         written.append(args.out / "key.pem")
         write_file(written[2], result["privateKey"], mode=0o600)
     print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return EXIT_OK
+
+
+REVOCATION_REASONS = ("UNSPECIFIED", "KEY_COMPROMISE", "CA_COMPROMISE", "AFFILIATION_CHANGED", "SUPERSEDED",
+                      "CESSATION_OF_OPERATION", "CERTIFICATE_HOLD", "PRIVILEGE_WITHDRAWN", "A_A_COMPROMISE")
+
+
+async def cert_revoke(args: argparse.Namespace) -> int:
+    async with _client(args) as kms:
+        result = await kms.revoke(args.certificate_id, args.reason)
+    print(json.dumps(result, indent=2))
     return EXIT_OK
 
 

@@ -207,6 +207,12 @@ class KmsClient:
             return first
         return await self.wait_for(first["certificateRequestId"], timeout=max(0.0, deadline - loop.time()))
 
+    async def revoke(self, certificate_id: str, reason: str = "UNSPECIFIED") -> dict[str, Any]:
+        """Revoke a certificate -> ``{message, serialNumber, revokedAt}`` (409 if it already is)."""
+        _, result, _ = await self.call("POST", f"{ISSUE}/{quote(certificate_id, safe='')}/revoke",
+                                       {"revocationReason": reason})
+        return dict(result)
+
     # -- bulk batches ----------------------------------------------------------------------------
 
     async def submit_batch(self, profile_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 5.0
     # How often beat looks for certificates due for server-driven renewal (worker.renewal).
     renewal_interval_seconds: float = Field(default=60.0, gt=0)
+    # A CRL is valid this long (thisUpdate to nextUpdate), and re-signed once less than half of it remains;
+    # beat looks for CRLs to re-sign every crl_refresh_interval_seconds (DESIGN.md 7).
+    crl_validity_seconds: int = Field(default=7 * 24 * 3600, ge=120)
+    crl_refresh_interval_seconds: float = 60.0
     max_attempts: int = 5
     ca_key_cache_seconds: int = 300
 

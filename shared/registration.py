@@ -137,6 +137,10 @@ def check_renewable(original: RequestRow, certificate: CertificateRow) -> None:
     if not original.server_key or certificate.encrypted_private_key is None:
         raise PolicyViolation([FieldError("certificateId", "only certificates whose key the server generated can be "
                                                            "renewed here; submit a new CSR to the issue endpoint")])
+    if certificate.revoked_at is not None:
+        # DESIGN.md 7: a revoked certificate is never renewed, automatically or by hand.
+        raise PolicyViolation([FieldError("certificateId", "the certificate is revoked; a revoked certificate "
+                                                           "cannot be renewed: request a new one")])
 
 
 def renewal_attributes(stored: dict[str, Any] | None) -> dict[str, Any] | None:

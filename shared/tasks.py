@@ -24,6 +24,8 @@ CREATE_CA: Final = "kms.create_ca"
 ISSUE_BATCH_CHUNK: Final = "kms.issue_batch_chunk"
 RECONCILE: Final = "kms.reconcile"
 RENEW_DUE: Final = "kms.renew_due"
+SIGN_CRL: Final = "kms.sign_crl"
+REFRESH_CRLS: Final = "kms.refresh_crls"
 
 
 def celery_config(broker_url: str) -> dict[str, Any]:
@@ -44,7 +46,8 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         "task_default_queue": QUEUE_SIGNING,
         "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
         "task_routes": {ISSUE_BATCH_CHUNK: {"queue": QUEUE_SIGNING}, RECONCILE: {"queue": QUEUE_CONTROL},
-                        RENEW_DUE: {"queue": QUEUE_CONTROL}},
+                        RENEW_DUE: {"queue": QUEUE_CONTROL}, SIGN_CRL: {"queue": QUEUE_SIGNING},
+                        REFRESH_CRLS: {"queue": QUEUE_CONTROL}},
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "worker_hijack_root_logger": False,

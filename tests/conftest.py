@@ -36,7 +36,9 @@ def api_url(stack: Stack) -> str:
 @pytest.fixture(scope="session")
 def worker(stack: Stack, api_url: str) -> Stack:
     if "worker" not in stack.processes:
-        stack.start_worker()
+        # With the API's URL as KMS_PUBLIC_URL, every certificate the session issues carries a CRL
+        # distribution point and AIA caIssuers URL that really serve (DESIGN.md 5.7).
+        stack.start_worker(env={"KMS_PUBLIC_URL": api_url})
     return stack
 
 

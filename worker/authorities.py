@@ -18,6 +18,7 @@ from shared.pki import builder as x509_builder
 from shared.pki.keys import generate_private_key, private_key_to_der
 from shared.pki.template import Validity
 from shared.secrets.envelope import EnvelopeError
+from worker import revocation
 from worker.ca_keys import CaKeyCache
 from worker.runtime import Runtime
 
@@ -56,6 +57,7 @@ async def create_ca(rt: Runtime, cache: CaKeyCache, ca_id: UUID) -> str:
                 issuer_cert=issuer.certificate if issuer else None,
                 issuer_key=issuer.key if issuer else key, signature_algorithm=None,
                 not_before=not_before, not_after=not_after, path_length=ca.max_path_length, serial=serial,
+                urls=x509_builder.issuer_urls(rt.settings.public_url, ca.parent_ca_id) if issuer else None,
             )
         except (KmsError, _Refused, EnvelopeError) as exc:
             message = str(exc) if not isinstance(exc, EnvelopeError) else (
@@ -76,6 +78,9 @@ async def create_ca(rt: Runtime, cache: CaKeyCache, ca_id: UUID) -> str:
             chain_pem=x509_builder.chain_pem(issuer.chain) if issuer else "",
             encrypted_private_key=sealed, key_sealed_by=sealed_by,
         )
+        # Its first CRL, signed with the new key in the same transaction (and audited, invariant 11).
+        await revocation.store_first_crl(conn, rt.settings, ca_id=ca_id, project_id=ca.project_id,
+                                         certificate=cert, key=key)
         # Every signature is audited, in the same transaction as the certificate (DESIGN.md 4.5).
         await audit.record(conn, project_id=ca.project_id, actor="worker", action="certificate.sign",
                            subject_type="ca", subject_id=str(ca_id),

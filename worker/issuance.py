@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from shared.db import authorities as ca_db
 from shared.db import requests as db
+from shared.db import revocation as revocation_db
 from shared.db.requests import CertificateRow, RequestRow
 from shared.errors import FieldError, KmsError, PolicyViolation
 from shared.pki import builder as x509_builder
@@ -182,6 +183,10 @@ async def _context(conn: asyncpg.Connection, profile_id: UUID) -> IssuingContext
 
 async def _prepare(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, req: RequestRow,
                    ctx: IssuingContext) -> Planned:
+    if req.renewal_of is not None and await revocation_db.is_revoked(conn, req.renewal_of):
+        # Validate twice (DESIGN.md 4.6, 7): revoked after the API accepted its renewal, it is not renewed.
+        raise PolicyViolation([FieldError("certificateId", "the certificate was revoked; a revoked certificate "
+                                                           "is never renewed")])
     attributes = IssueAttributes.model_validate(req.attributes) if req.attributes is not None else None
     template = evaluate_request(rules=ctx.rules, defaults=ctx.defaults, attributes=attributes,
                                 csr_pem=req.csr_pem, now=datetime.now(UTC))
@@ -191,7 +196,7 @@ async def _prepare(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, req
         if ctx.ca is None or ctx.ca_key is None:
             raise PolicyViolation([FieldError("profileId", "the profile's CA has no key yet (still pending?)")])
         ca = await cache.signing_ca(conn, ctx.ca, ctx.ca_key)
-        issuer = InternalCaIssuer(ca)
+        issuer = InternalCaIssuer(ca, rt.settings.public_url)
         issuer_key_algorithm = x509_builder.key_algorithm_of(ca.key)
     else:
         issuer = SelfSignedIssuer()

@@ -34,11 +34,12 @@ class Issuer(Protocol):
 class InternalCaIssuer:
     """Signs with one of the project's internal CAs (its key decrypted in this worker only)."""
 
-    def __init__(self, ca: SigningCa) -> None:
+    def __init__(self, ca: SigningCa, public_url: str | None = None) -> None:
         if ca.authority.status != "active":
             raise PolicyViolation([FieldError("profileId", f"CA {ca.authority.name!r} is {ca.authority.status}; "
                                                            "it signs nothing")])
         self.ca = ca
+        self.urls = x509_builder.issuer_urls(public_url, ca.authority.id)
 
     def issue(self, template: CertificateTemplate, public_key: PublicKey, private_key: PrivateKey | None,
               *, backdate: timedelta) -> Signed:
@@ -49,7 +50,7 @@ class InternalCaIssuer:
         serial = x509_builder.new_serial()
         cert = x509_builder.build_leaf_certificate(
             template=template, public_key=public_key, issuer_cert=self.ca.certificate, issuer_key=self.ca.key,
-            serial=serial, not_before=not_before, not_after=not_after)
+            serial=serial, not_before=not_before, not_after=not_after, urls=self.urls)
         return Signed(cert, self.ca.chain, serial)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from shared import tasks as names
-from worker import authorities, issuance, reconciler, renewal
+from worker import authorities, issuance, reconciler, renewal, revocation
 from worker.app import app
 from worker.ca_keys import CaKeyCache
 from worker.runtime import runtime
@@ -81,3 +81,20 @@ def renew_due() -> dict[str, int]:
     rt = runtime()
     result = rt.run(renewal.schedule_renewals(rt, send_requests=lambda ids: issue_chunk.apply_async(args=[ids])))
     return {"scheduled": result.scheduled, "refused": result.refused}
+
+
+@app.task(name=names.SIGN_CRL, bind=True, max_retries=8)
+def sign_crl(self, ca_id: str) -> str:  # type: ignore[no-untyped-def]
+    """Re-sign a CA's CRL after a revocation: coalesced, the task signs nothing when a CRL already
+    covers every revocation (so a burst of revocations shares one CRL)."""
+    rt = runtime()
+    try:
+        return rt.run(revocation.sign_crl(rt, ca_keys(), UUID(ca_id)))
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@app.task(name=names.REFRESH_CRLS, ignore_result=True)
+def refresh_crls() -> int:
+    rt = runtime()
+    return rt.run(revocation.refresh_due(rt, ca_keys()))

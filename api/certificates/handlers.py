@@ -26,6 +26,8 @@ from api.certificates.schemas import (
     RenewAnswer,
     RenewBody,
     RequestSearch,
+    RevokeAnswer,
+    RevokeBody,
     check_idempotency_key,
     decode_cursor,
     encode_cursor,
@@ -35,12 +37,14 @@ from api.certificates.schemas import (
 from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
 from api.routing import Routes, absolute_url
 from shared import access, registration
+from shared import tasks as task_names
 from shared.db import Executor, audit
 from shared.db import applications as applications_db
 from shared.db import requests as db
+from shared.db import revocation as revocation_db
 from shared.db.identities import Identity
 from shared.db.requests import CertificateRow, RequestRow, RequestWithCertificate
-from shared.errors import BadRequest, FieldError, KmsError, NotFound, ValidationFailure
+from shared.errors import BadRequest, Conflict, FieldError, KmsError, NotFound, ValidationFailure
 from shared.pki.keys import load_private_key_der, private_key_to_pem
 from shared.secrets.envelope import EnvelopeError
 
@@ -326,6 +330,9 @@ async def update_config(request: web.Request) -> web.Response:
         original = await db.get_request(request.app[DB], cert.request_id, cert.project_id)
         assert original is not None
         registration.check_renewable(original, cert)
+        if cert.revoked_at is not None:
+            raise BadRequest("a revoked certificate is never renewed",
+                             [FieldError("certificateId", "revoked")])
         if cert.renewed_by_id is not None:
             raise BadRequest("this certificate was already renewed",
                              [FieldError("certificateId", f"renewed by {cert.renewed_by_id}")])
@@ -342,3 +349,25 @@ async def update_config(request: web.Request) -> web.Response:
                                        renew_before_days=days, actor=f"identity:{identity.id}"):
         raise NotFound("no such certificate")
     return web.json_response(CertificateConfigAnswer(message=message, renew_before_days=days).to_json())
+
+
+@routes.route("POST", BASE + "/{certificateId}/revoke",
+              summary="Revoke a certificate: on its CA's CRL within seconds (a second revoke is 409)",
+              body=RevokeBody, response=RevokeAnswer)
+async def revoke(request: web.Request) -> web.Response:
+    cert = await _certificate(request)
+    identity = current_identity(request)
+    access.authorize(identity, cert.project_id, "issuer")
+    body = await parse(request, RevokeBody)
+    async with request.app[DB].acquire() as conn, conn.transaction():
+        done = await revocation_db.revoke(conn, cert.id, cert.project_id, body.revocation_reason,
+                                          f"identity:{identity.id}")
+    if done is None:
+        raise Conflict("the certificate is already revoked", [FieldError("certificateId", "already revoked")])
+    serial, revoked_at = done
+    if cert.ca_id is not None:
+        # The revocation is committed; the CRL task re-reads every revocation of the CA (so a burst shares
+        # one CRL), and beat re-signs it if this message is lost.
+        await request.app[BROKER].send_best_effort(task_names.SIGN_CRL, [str(cert.ca_id)])
+    return web.json_response(RevokeAnswer(message="Successfully revoked certificate", serial_number=serial,
+                                          revoked_at=revoked_at).to_json())

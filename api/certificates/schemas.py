@@ -77,6 +77,22 @@ class CertificateConfigAnswer(CamelModel):
     renew_before_days: int | None = None
 
 
+RevocationReason = Literal["UNSPECIFIED", "KEY_COMPROMISE", "CA_COMPROMISE", "AFFILIATION_CHANGED", "SUPERSEDED",
+                           "CESSATION_OF_OPERATION", "CERTIFICATE_HOLD", "PRIVILEGE_WITHDRAWN", "A_A_COMPROMISE"]
+
+
+class RevokeBody(CamelModel):
+    """``POST /certificates/{id}/revoke``: one of upstream's nine reasons (RFC 5280 CRLReason)."""
+
+    revocation_reason: RevocationReason
+
+
+class RevokeAnswer(CamelModel):
+    message: str
+    serial_number: str
+    revoked_at: datetime
+
+
 def request_fingerprint(body: CamelModel) -> bytes:
     """What makes two requests (or batches) "the same body" for an Idempotency-Key: the validated content,
     not bytes."""
@@ -237,7 +253,10 @@ class CertificateRequestList(CamelModel):
     next_cursor: str | None = None
 
 
-def certificate_status(not_after: datetime, now: datetime | None = None) -> str:
+def certificate_status(not_after: datetime, now: datetime | None = None, revoked_at: datetime | None = None) -> str:
+    """active, revoked (whether or not it has expired since) or expired (DESIGN.md 7)."""
+    if revoked_at is not None:
+        return "revoked"
     return "expired" if not_after <= (now or datetime.now(UTC)) else "active"
 
 
@@ -291,7 +310,8 @@ class CertificateView(CamelModel):
         leaf = x509.load_pem_x509_certificate(cert.certificate_pem.encode())
         return cls(certificate=CertificateMetadata(
             id=cert.id, project_id=cert.project_id, profile_id=cert.profile_id, ca_id=cert.ca_id,
-            status=certificate_status(cert.not_after), serial_number=cert.serial_number,
+            status=certificate_status(cert.not_after, revoked_at=cert.revoked_at), serial_number=cert.serial_number,
+            revoked_at=cert.revoked_at, revocation_reason=cert.revocation_reason,
             common_name=cert.common_name, alt_names=_alt_names(leaf), key_usages=_key_usages(leaf),
             extended_key_usages=_extended_key_usages(leaf), not_before=cert.not_before, not_after=cert.not_after,
             renew_before_days=renew_before_days if renew_before_days is not None else cert.renew_before_days,
@@ -409,7 +429,7 @@ def item_of(listed: ListedRequest, now: datetime) -> CertificateRequestItem:
     if r.status == "issued" and r.certificate_id is not None and listed.serial_number is not None \
             and listed.not_after is not None:
         summary = CertificateSummary(id=r.certificate_id, serial_number=listed.serial_number,
-                                     status=certificate_status(listed.not_after, now))
+                                     status=certificate_status(listed.not_after, now, listed.revoked_at))
     return CertificateRequestItem(
         id=r.id, certificate_request_id=r.id, status=wire_status(r.status), common_name=listed.common_name,
         alt_names=list((r.attributes or {}).get("altNames") or []), profile_id=r.profile_id,

@@ -274,7 +274,8 @@ async def delete_profile(request: web.Request) -> web.Response:
 def _certificate_view(cert: CertificateRow) -> schemas.ProfileCertificate:
     return schemas.ProfileCertificate(
         id=cert.id, project_id=cert.project_id, profile_id=cert.profile_id, ca_id=cert.ca_id,
-        status="active" if cert.not_after > datetime.now(UTC) else "expired", serial_number=cert.serial_number,
+        status="revoked" if cert.revoked_at is not None else "active" if cert.not_after > datetime.now(UTC)
+        else "expired", serial_number=cert.serial_number,
         common_name=cert.common_name, key_algorithm=cert.key_algorithm, not_before=cert.not_before,
         not_after=cert.not_after, renewed_from_certificate_id=cert.renewed_from_id,
         renewed_by_certificate_id=cert.renewed_by_id, created_at=cert.created_at)
@@ -282,14 +283,15 @@ def _certificate_view(cert: CertificateRow) -> schemas.ProfileCertificate:
 
 @routes.route("GET", PROFILES + "/{profileId}/certificates", summary="The certificates issued with a profile",
               response=schemas.ProfileCertificateList,
-              query={"offset": PAGE_QUERY["offset"], "limit": PAGE_QUERY["limit"], "status": "active or expired",
+              query={"offset": PAGE_QUERY["offset"], "limit": PAGE_QUERY["limit"],
+                     "status": "active, revoked or expired",
                      "search": "a substring of the common name or serial number"})
 async def list_profile_certificates(request: web.Request) -> web.Response:
     profile = await _profile(request, "viewer")
     offset, limit = page(request)
     rows, total = await db.profile_certificates(
         request.app[DB], profile.id, offset=offset, limit=limit,
-        status=query_choice(request, "status", ("active", "expired")), search=query_search(request))
+        status=query_choice(request, "status", ("active", "revoked", "expired")), search=query_search(request))
     return _json(schemas.ProfileCertificateList(certificates=[_certificate_view(c) for c in rows],
                                                 total_count=total))
 

@@ -228,7 +228,7 @@ class ProfileCertificate(CamelModel):
     project_id: UUID
     profile_id: UUID
     ca_id: UUID | None
-    status: Literal["active", "expired"]
+    status: Literal["active", "revoked", "expired"]
     serial_number: str
     common_name: str | None
     key_algorithm: str

@@ -208,7 +208,9 @@ async def delete_profile(conn: Executor, profile_id: UUID, project_id: UUID) -> 
     return done is not None
 
 
-_CERT_FILTER = ("profile_id = $1 AND ($2::text IS NULL OR ($2 = 'active') = (not_after > now()))"
+_CERT_FILTER = ("profile_id = $1 AND ($2::text IS NULL OR CASE $2 WHEN 'revoked' THEN revoked_at IS NOT NULL"
+                " WHEN 'active' THEN revoked_at IS NULL AND not_after > now()"
+                " ELSE revoked_at IS NULL AND not_after <= now() END)"
                 " AND ($3::text IS NULL OR common_name ILIKE $3 OR serial_number ILIKE $3)")
 
 
@@ -217,8 +219,8 @@ async def profile_certificates(conn: Executor, profile_id: UUID, *, offset: int,
                                ) -> tuple[list[CertificateRow], int]:
     """A page of the certificates issued with a profile (newest first) and how many match in all.
 
-    ``status`` is ``active`` (not yet past notAfter) or ``expired``; ``search`` matches the common name
-    or the serial number.
+    ``status`` is ``active`` (not revoked, not yet past notAfter), ``revoked`` or ``expired``; ``search``
+    matches the common name or the serial number.
     """
     fields = list(CertificateRow.__dataclass_fields__)
     args = (profile_id, status, _like(search))
@@ -235,5 +237,6 @@ async def latest_active_certificate(conn: Executor, profile_id: UUID) -> Certifi
     fields = list(CertificateRow.__dataclass_fields__)
     row = await conn.fetchrow(
         f"SELECT {', '.join(fields)} FROM certificates WHERE profile_id = $1 AND not_after > now()"
-        f" AND not_before <= now() ORDER BY not_before DESC, created_at DESC, id LIMIT 1", profile_id)
+        f" AND revoked_at IS NULL AND not_before <= now() ORDER BY not_before DESC, created_at DESC, id LIMIT 1",
+        profile_id)
     return None if row is None else CertificateRow(**{k: row[k] for k in fields})

@@ -62,6 +62,8 @@ class CertificateRow:
     renew_before_days: int | None = None
     renewal_due_at: datetime | None = None
     renewal_error: str | None = None
+    revoked_at: datetime | None = None
+    revocation_reason: str | None = None  # one of shared.pki.crl.REASONS
 
 
 _REQ_COLS = ", ".join(RequestRow.__dataclass_fields__)
@@ -333,6 +335,7 @@ class ListedRequest:
     common_name: str | None
     serial_number: str | None
     not_after: datetime | None
+    revoked_at: datetime | None = None
 
 
 def _like_escaped(text: str) -> str:
@@ -375,12 +378,13 @@ async def search_requests(conn: Executor, f: RequestFilter, *, offset: int, limi
     req_cols = ", ".join(f"r.{c}" for c in RequestRow.__dataclass_fields__)
     rows = await conn.fetch(
         f"SELECT {req_cols}, p.slug AS p_slug, coalesce(c.ca_id, p.ca_id) AS p_ca_id, c.common_name AS c_common_name,"
-        f" c.serial_number AS c_serial_number, c.not_after AS c_not_after{base} WHERE {page_where}"
+        f" c.serial_number AS c_serial_number, c.not_after AS c_not_after, c.revoked_at AS c_revoked_at"
+        f"{base} WHERE {page_where}"
         f" ORDER BY {column} {order}, r.id {order} LIMIT ${len(page_args) - 1} OFFSET ${len(page_args)}",
         *page_args)
     return [ListedRequest(_request(r), r["p_slug"], r["p_ca_id"],
                           r["c_common_name"] or (r["attributes"] or {}).get("commonName"),
-                          r["c_serial_number"], r["c_not_after"]) for r in rows], total
+                          r["c_serial_number"], r["c_not_after"], r["c_revoked_at"]) for r in rows], total
 
 
 async def project_has_slug(conn: Executor, project_id: UUID, slug: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -45,6 +46,39 @@ _CA_KEY_USAGE: Final = x509.KeyUsage(
     digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
     key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
 )
+
+
+@dataclass(frozen=True)
+class IssuerUrls:
+    """Where relying parties find the issuer's CRL and certificate: the CRL distribution point and the AIA
+    caIssuers URL every certificate the issuer signs carries (DESIGN.md 5.7)."""
+
+    crl: str
+    ca_issuers: str
+
+
+def issuer_urls(public_url: str | None, ca_id: object) -> IssuerUrls | None:
+    """The upstream paths under ``KMS_PUBLIC_URL`` for the CA ``ca_id``; None without a public URL.
+    (The CRL id and the CA-certificate id of those paths are the CA's id.)"""
+    if not public_url:
+        return None
+    base = public_url.rstrip("/") + "/api/v1/cert-manager"
+    return IssuerUrls(crl=f"{base}/crl/{ca_id}/der",
+                      ca_issuers=f"{base}/ca/internal/{ca_id}/certificates/{ca_id}/der")
+
+
+def _with_issuer_urls(builder: x509.CertificateBuilder, urls: IssuerUrls | None) -> x509.CertificateBuilder:
+    if urls is None:
+        return builder
+    return (
+        builder
+        .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(urls.crl)], relative_name=None, reasons=None,
+            crl_issuer=None)]), critical=False)
+        .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(urls.ca_issuers))]),
+            critical=False)
+    )
 
 
 def new_serial() -> int:
@@ -202,6 +236,7 @@ def build_ca_certificate(
     not_after: datetime,
     path_length: int | None,
     serial: int,
+    urls: IssuerUrls | None = None,
 ) -> x509.Certificate:
     """A root CA (``issuer_cert`` None: self-signed by ``issuer_key``) or an intermediate CA.
 
@@ -230,7 +265,8 @@ def build_ca_certificate(
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(_CA_KEY_USAGE, critical=True)
     )
-    return _sign(builder, issuer_key, algorithm)
+    # A root is its own anchor: no issuer's CRL or certificate to point at.
+    return _sign(_with_issuer_urls(builder, urls if issuer_cert is not None else None), issuer_key, algorithm)
 
 
 def _end_entity_builder(
@@ -297,6 +333,7 @@ def build_leaf_certificate(
     serial: int,
     not_before: datetime,
     not_after: datetime,
+    urls: IssuerUrls | None = None,
 ) -> x509.Certificate:
     """An end-entity certificate (or a CA one when ``template.is_ca``) signed by ``issuer_key``.
 
@@ -310,7 +347,7 @@ def build_leaf_certificate(
         authority_key_id=_issuer_key_id(issuer_cert), serial=serial,
         not_before=not_before, not_after=not_after,
     )
-    return _sign(builder, issuer_key, algorithm)
+    return _sign(_with_issuer_urls(builder, urls), issuer_key, algorithm)
 
 
 def build_self_signed_certificate(

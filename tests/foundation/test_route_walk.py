@@ -180,6 +180,12 @@ async def fresh_certificate(world: World, admin: ApiClient) -> Call:
     return Call(f"{ISSUE}/{r.body['certificate']['certificateId']}")
 
 
+async def fresh_revocation(world: World, admin: ApiClient) -> Call:
+    """A new certificate to revoke (revoking the same one twice is 409)."""
+    path = (await fresh_certificate(world, admin)).path
+    return Call(f"{path}/revoke", {"revocationReason": "SUPERSEDED"})
+
+
 def _cert(world: World, tail: str = "") -> Call:
     return Call(f"{ISSUE}/{world.certificate_id}{tail}")
 
@@ -266,6 +272,15 @@ EXPECTED: dict[Route, Expect] = {
     ("POST", ISSUE + "/{certificateId}/renew"): Expect("issuer", (202,), at(lambda w: _cert(w, "/renew"))),
     ("PATCH", ISSUE + "/{certificateId}/config"): Expect(
         "issuer", (200,), at(lambda w: Call(f"{ISSUE}/{w.certificate_id}/config", {"enableAutoRenewal": False}))),
+    ("POST", ISSUE + "/{certificateId}/revoke"): Expect("issuer", (200,), fresh_revocation),
+    # -- public PKI files: CRLs (crlId is the CA's id) and the AIA caIssuers target; a CA's CRL list --
+    ("GET", "/api/v1/cert-manager/crl/{crlId}/der"): Expect(
+        None, (200,), at(lambda w: Call(f"/api/v1/cert-manager/crl/{w.root_id}/der"))),
+    ("GET", "/api/v1/cert-manager/crl/{crlId}"): Expect(
+        None, (200,), at(lambda w: Call(f"/api/v1/cert-manager/crl/{w.root_id}"))),
+    ("GET", CA + "/{caId}/crls"): Expect("viewer", (200,), at(lambda w: Call(f"{CA}/{w.root_id}/crls"))),
+    ("GET", CA + "/{caId}/certificates/{caCertId}/der"): Expect(
+        None, (200,), at(lambda w: Call(f"{CA}/{w.root_id}/certificates/{w.root_id}/der"))),
     # -- batches ---------------------------------------------------------------------------------
     ("POST", BATCHES): Expect("issuer", (202,), at(lambda w: Call(BATCHES, {
         "profileId": w.profile_id, "items": [{"attributes": server_key_attributes("walk-batch.example.test")}]}))),
