@@ -330,9 +330,6 @@ async def update_config(request: web.Request) -> web.Response:
         original = await db.get_request(request.app[DB], cert.request_id, cert.project_id)
         assert original is not None
         registration.check_renewable(original, cert)
-        if cert.revoked_at is not None:
-            raise BadRequest("a revoked certificate is never renewed",
-                             [FieldError("certificateId", "revoked")])
         if cert.renewed_by_id is not None:
             raise BadRequest("this certificate was already renewed",
                              [FieldError("certificateId", f"renewed by {cert.renewed_by_id}")])
