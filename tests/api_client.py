@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from tests.stack import Stack
 
 
 @dataclass
@@ -96,3 +99,19 @@ async def login(client: ApiClient, client_id: str, client_secret: str) -> str:
     assert r.status == 200, r.body
     token: str = r.body["accessToken"]
     return token
+
+
+async def open_tenant(stack: Stack, session: aiohttp.ClientSession, name: str) -> Tenant:
+    """A new project (bootstrapped in-process, as the conftest does) with a logged-in admin, for fixtures
+    wider than one test (``make_tenant`` is per test)."""
+    from shared import access
+    from shared.db.pool import create_pool
+
+    pool = await create_pool(stack.database_url, min_size=1, max_size=1)
+    try:
+        project_id, new = await access.bootstrap(pool, name)
+    finally:
+        await pool.close()
+    client = ApiClient(session, stack.api_url)
+    token = await login(client, new.identity.client_id, new.client_secret)
+    return Tenant(str(project_id), new.identity.client_id, new.client_secret, client.with_token(token))

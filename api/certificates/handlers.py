@@ -220,12 +220,13 @@ async def search_requests(request: web.Request) -> web.Response:
     return await _search(request, await parse(request, RequestSearch))
 
 
-async def _certificate(request: web.Request) -> CertificateRow:
+async def _certificate(request: web.Request, minimum_role: str = "viewer") -> CertificateRow:
+    """The path's certificate, if it is the caller's project's (else 404) and the role suffices (else 403)."""
     identity = current_identity(request)
     cert = await db.get_certificate(request.app[DB], path_uuid(request, "certificateId"), identity.project_id)
     if cert is None:
         raise NotFound("no such certificate")
-    access.authorize(identity, cert.project_id, "viewer")
+    access.authorize(identity, cert.project_id, minimum_role)
     return cert
 
 
@@ -253,9 +254,8 @@ def _body(cert: CertificateRow, private_key: str | None = None) -> CertificateBo
 @routes.route("DELETE", BASE + "/{certificateId}", summary="Delete a certificate (its request still reads)",
               response=CertificateView)
 async def delete_certificate(request: web.Request) -> web.Response:
-    cert = await _certificate(request)
+    cert = await _certificate(request, "admin")
     identity = current_identity(request)
-    access.authorize(identity, cert.project_id, "admin")
     view = await _metadata(request, cert)
     if not await db.delete_certificate(request.app[DB], cert.id, cert.project_id, f"identity:{identity.id}"):
         raise NotFound("no such certificate")
@@ -280,9 +280,8 @@ async def get_bundle(request: web.Request) -> web.Response:
 @routes.route("GET", BASE + "/{certificateId}/private-key",
               summary="The private key the server generated, as a PEM text/plain body")
 async def get_private_key(request: web.Request) -> web.Response:
-    cert = await _certificate(request)
+    cert = await _certificate(request, "issuer")
     identity = current_identity(request)
-    access.authorize(identity, cert.project_id, "issuer")
     if cert.encrypted_private_key is None:
         raise NotFound("this certificate was issued from a CSR; the service never held its private key")
     key = await private_key_pem(request, request.app[DB], identity, cert)
@@ -295,9 +294,8 @@ async def get_private_key(request: web.Request) -> web.Response:
               body=RenewBody, response=RenewAnswer, query=WAIT_QUERY)
 async def renew(request: web.Request) -> web.Response:
     wait = _wait_seconds(request)
-    cert = await _certificate(request)
+    cert = await _certificate(request, "issuer")
     identity = current_identity(request)
-    access.authorize(identity, cert.project_id, "issuer")
     # The body is optional (the KMS agent sends {"removeRootsFromChain": true}; others send none).
     body = await parse(request, RenewBody) if request.can_read_body else RenewBody()
     pool = request.app[DB]
@@ -316,9 +314,8 @@ async def renew(request: web.Request) -> web.Response:
               summary="A certificate's server-driven renewal: renewBeforeDays (1-30), enableAutoRenewal",
               body=CertificateConfigBody, response=CertificateConfigAnswer)
 async def update_config(request: web.Request) -> web.Response:
-    cert = await _certificate(request)
+    cert = await _certificate(request, "issuer")
     identity = current_identity(request)
-    access.authorize(identity, cert.project_id, "issuer")
     body = await parse(request, CertificateConfigBody)
     if body.renew_before_days is None and body.enable_auto_renewal is None:
         raise ValidationFailure("give renewBeforeDays or enableAutoRenewal",
@@ -352,9 +349,8 @@ async def update_config(request: web.Request) -> web.Response:
               summary="Revoke a certificate: on its CA's CRL within seconds (a second revoke is 409)",
               body=RevokeBody, response=RevokeAnswer)
 async def revoke(request: web.Request) -> web.Response:
-    cert = await _certificate(request)
+    cert = await _certificate(request, "issuer")
     identity = current_identity(request)
-    access.authorize(identity, cert.project_id, "issuer")
     body = await parse(request, RevokeBody)
     async with request.app[DB].acquire() as conn, conn.transaction():
         done = await revocation_db.revoke(conn, cert.id, cert.project_id, body.revocation_reason,

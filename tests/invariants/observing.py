@@ -17,9 +17,7 @@ import aiohttp
 import asyncpg
 from cryptography import x509
 
-from shared import access
-from shared.db.pool import create_pool
-from tests.api_client import ApiClient, Tenant, login
+from tests.api_client import ApiClient, open_tenant
 from tests.batches import batching
 from tests.issuance.checkers import run
 from tests.issuance.csrs import make_csr
@@ -52,18 +50,6 @@ class Answered:
 class Population:
     project_id: str
     by_path: dict[str, list[Answered]] = field(default_factory=dict)
-
-
-async def open_tenant(stack: Stack, session: aiohttp.ClientSession, name: str) -> Tenant:
-    """A new project with a logged-in admin, for fixtures wider than one test (``make_tenant`` is per test)."""
-    pool = await create_pool(stack.database_url, min_size=1, max_size=1)
-    try:
-        project_id, new = await access.bootstrap(pool, name)
-    finally:
-        await pool.close()
-    client = ApiClient(session, stack.api_url)
-    token = await login(client, new.identity.client_id, new.client_secret)
-    return Tenant(str(project_id), new.identity.client_id, new.client_secret, client.with_token(token))
 
 
 async def self_signed_profile(admin: ApiClient, pki: Pki, slug: str = "self", key_algorithm: str = "EC_prime256v1"

@@ -24,8 +24,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from shared.config import Settings
-from tests.api_client import ApiClient, Tenant
-from tests.invariants.observing import open_tenant, openssl_verify_server, run_sync, self_signed_profile
+from tests.api_client import ApiClient, Tenant, open_tenant
+from tests.invariants.observing import openssl_verify_server, run_sync, self_signed_profile
 from tests.issuance.checkers import pkilint_errors
 from tests.issuance.csrs import NEW_KEY, make_csr
 from tests.issuance.issuing import CERTIFICATES, server_key_attributes, submit, view_of

@@ -17,9 +17,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.api_client import Tenant
+from tests.api_client import Tenant, open_tenant
 from tests.invariants.key_leaks import BrokerTap, found_in, leak_forms
-from tests.invariants.observing import issued_batch, open_tenant, renewed, run_sync
+from tests.invariants.observing import issued_batch, renewed, run_sync
 from tests.issuance.issuing import CERTIFICATES, issued, server_key_attributes
 from tests.pki_setup import make_pki
 from tests.stack import Stack

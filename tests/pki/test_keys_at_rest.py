@@ -27,11 +27,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from shared import access
-from shared.db.pool import create_pool
 from shared.secrets.envelope import EnvelopeError, load_root_key, unwrap_data_key
 from shared.secrets.keyring import CA_ROOT, ROOT, KeyRing, Purpose
-from tests.api_client import ApiClient, Tenant, login
+from tests.api_client import ApiClient, Tenant, login, open_tenant
 from tests.issuance.issuing import issued, server_key_attributes
 from tests.pki.authorities import ca_body, ca_certificate, create_ca, openssl_verify
 from tests.pki_setup import OPEN_POLICY, POLICIES, PROFILES
@@ -185,17 +183,6 @@ async def _wrapped_keys(database_url: str, purpose: Purpose = ROOT) -> dict[UUID
         await conn.close()
 
 
-async def _new_tenant(stack: Stack, session: aiohttp.ClientSession, name: str) -> Tenant:
-    pool = await create_pool(stack.database_url, min_size=1, max_size=1)
-    try:
-        project_id, new = await access.bootstrap(pool, name)
-    finally:
-        await pool.close()
-    client = ApiClient(session, stack.api_url)
-    token = await login(client, new.identity.client_id, new.client_secret)
-    return Tenant(str(project_id), new.identity.client_id, new.client_secret, client.with_token(token))
-
-
 async def _as_tenant(stack: Stack, session: aiohttp.ClientSession, creds: tuple[str, str]) -> ApiClient:
     client = ApiClient(session, stack.api_url)
     return client.with_token(await login(client, *creds))
@@ -220,8 +207,8 @@ async def _populate(stack: Stack) -> tuple[dict[str, tuple[str, str]], dict[str,
     """Two projects with CAs and a server-generated leaf key each, so two data keys under each root key:
     one EC root with an RSA intermediate, one Ed25519 root."""
     async with aiohttp.ClientSession() as session:
-        first = await _new_tenant(stack, session, "rotate-one")
-        second = await _new_tenant(stack, session, "rotate-two")
+        first = await open_tenant(stack, session, "rotate-one")
+        second = await open_tenant(stack, session, "rotate-two")
         root1 = await create_ca(first.admin, ca_body(first.project_id, "root one"))
         mid1 = await create_ca(first.admin, ca_body(first.project_id, "mid one", parent=root1["id"],
                                                     key_algorithm="RSA_2048"))
