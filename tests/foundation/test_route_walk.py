@@ -281,6 +281,11 @@ EXPECTED: dict[Route, Expect] = {
     ("GET", CA + "/{caId}/crls"): Expect("viewer", (200,), at(lambda w: Call(f"{CA}/{w.root_id}/crls"))),
     ("GET", CA + "/{caId}/certificates/{caCertId}/der"): Expect(
         None, (200,), at(lambda w: Call(f"{CA}/{w.root_id}/certificates/{w.root_id}/der"))),
+    # -- OCSP (public; every answer is an OCSP response with HTTP 200, here malformedRequest) --------
+    ("POST", "/api/v1/cert-manager/ocsp/{caId}"): Expect(
+        None, (200,), at(lambda w: Call(f"/api/v1/cert-manager/ocsp/{w.issuing_id}", {"not": "ocsp"}))),
+    ("GET", "/api/v1/cert-manager/ocsp/{caId}/{ocspRequest}"): Expect(
+        None, (200,), at(lambda w: Call(f"/api/v1/cert-manager/ocsp/{w.issuing_id}/AAAA"))),
     # -- batches ---------------------------------------------------------------------------------
     ("POST", BATCHES): Expect("issuer", (202,), at(lambda w: Call(BATCHES, {
         "profileId": w.profile_id, "items": [{"attributes": server_key_attributes("walk-batch.example.test")}]}))),
