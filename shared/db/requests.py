@@ -290,6 +290,25 @@ async def claim_many(conn: Executor, request_ids: list[UUID], token: UUID, lease
     return [_request(r) for r in rows]
 
 
+async def claim_ready(conn: Executor, token: UUID, lease_seconds: float, limit: int) -> list[RequestRow]:
+    """Claim up to ``limit`` of the oldest pending single requests (not batch items), skipping any another
+    worker is claiming at this moment: the doorbell's worker takes every request that is ready, so a
+    chunk grows with the load instead of one message per request (index certificate_requests_ready_idx)."""
+    if limit <= 0:
+        return []
+    # MATERIALIZED: the LIMIT applies once. As a plain subquery the planner may rescan it, and each scan
+    # under SKIP LOCKED finds other rows (a claim of 80 with a limit of 32 was seen).
+    cols = ", ".join(f"r.{c}" for c in RequestRow.__dataclass_fields__)
+    rows = await conn.fetch(
+        "WITH ready AS MATERIALIZED (SELECT id FROM certificate_requests WHERE status = 'pending'"
+        "                            AND batch_id IS NULL ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+        " UPDATE certificate_requests r SET status = 'processing', claim_token = $1, attempts = r.attempts + 1,"
+        " lease_expires_at = now() + make_interval(secs => $2), updated_at = now()"
+        f" FROM ready WHERE r.id = ready.id RETURNING {cols}",
+        token, lease_seconds, limit)
+    return [_request(r) for r in rows]
+
+
 async def extend_leases(conn: Executor, request_ids: list[UUID], token: UUID, lease_seconds: float) -> set[UUID]:
     """The heartbeat of a long chunk: push the lease of every request this claim still holds; returns
     those ids (a request missing from the answer was taken back, and must not be worked on)."""
