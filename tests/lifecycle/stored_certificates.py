@@ -28,6 +28,7 @@ from uuid import UUID
 import asyncpg
 
 from shared.db import Executor
+from shared.db import ocsp as ocsp_db
 from shared.db import requests as requests_db
 from shared.db import revocation as revocation_db
 from worker.renewal import BATCH
@@ -197,10 +198,13 @@ Run = Callable[[Executor, Population], Awaitable[Any]]
 
 
 async def _serial_lookup(conn: Executor, pop: Population) -> Any:
-    # No code path reads one serial yet (the OCSP responder will): this is the lookup it needs, the
-    # revocation status of a serial of an issuer. Replace it with that function once it lands.
-    return await conn.fetchrow("SELECT id, revoked_at, revocation_reason, not_after FROM certificates"
-                               " WHERE ca_id = $1 AND serial_number = $2", pop.big_ca, pop.serials[0])
+    # api.ocsp: the revocation status of the serial an OCSP request names.
+    return await ocsp_db.serial_status(conn, pop.big_ca, pop.serials[0])
+
+
+async def _unknown_serial_lookup(conn: Executor, pop: Population) -> Any:
+    # api.ocsp: a serial the CA never issued (answered "unknown").
+    return await ocsp_db.serial_status(conn, pop.big_ca, "0" + pop.serials[0])
 
 
 async def _renewal_scan(conn: Executor, pop: Population) -> Any:
@@ -229,6 +233,8 @@ class Probe:
 
 PROBES = [
     Probe("revocation lookup of a serial", "certificates_issuer_serial_idx", _serial_lookup, lambda p: 1),
+    Probe("revocation lookup, serial never issued", "certificates_issuer_serial_idx", _unknown_serial_lookup,
+          lambda p: 0),
     Probe("renewal scan (one batch)", "certificates_renewal_due_idx", _renewal_scan,
           lambda p: min(BATCH, p.due)),
     Probe("CRL entries of the busiest CA", "certificates_revoked_by_issuer_idx", _crl_entries,
