@@ -59,14 +59,14 @@ async def run(n: int, runs: int) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     n = result["certificates"]
-    header = (f"{'lookup':<38}{'index':<38}{'rows empty/' + format(n, ','):>22}"
+    header = (f"{'lookup':<42}{'index':<38}{'rows empty/' + format(n, ','):>22}"
               f"{'p50 ms empty/N':>18}{'p95 ms empty/N':>18}")
     print(header)
     print("-" * len(header))
     for name, at in result["probes"].items():
         empty, stored = at["empty"], at["stored"]
         index = ",".join(stored["indexes"]) or "-"
-        print(f"{name:<38}{index:<38}{str(empty['rowsRead']) + ' / ' + str(stored['rowsRead']):>22}"
+        print(f"{name:<42}{index:<38}{str(empty['rowsRead']) + ' / ' + str(stored['rowsRead']):>22}"
               f"{str(empty['p50_ms']) + ' / ' + str(stored['p50_ms']):>18}"
               f"{str(empty['p95_ms']) + ' / ' + str(stored['p95_ms']):>18}")
     print(json.dumps(result))
