@@ -305,10 +305,13 @@ async def renew(request: web.Request) -> web.Response:
     registration.check_renewable(original, cert)
     ctx = await request.app[ISSUING_CONTEXTS].get(pool, cert.profile_id)
     assert ctx is not None
-    row = await registration.register_renewal(pool, ctx, original=original, certificate=cert,
-                                              requested_by=identity.id, remove_roots=body.remove_roots_from_chain)
-    _enqueue(request, row.id)
-    return await _answer(request, identity, row, wait, RenewAnswer)
+    async with pool.acquire() as conn:
+        registered = await registration.register_renewal(conn, ctx, original=original, certificate=cert,
+                                                         requested_by=identity.id,
+                                                         remove_roots=body.remove_roots_from_chain)
+    if registered.created:  # else a renewal already under way answers: its own message is on its way
+        _enqueue(request, registered.request.id)
+    return await _answer(request, identity, registered.request, wait, RenewAnswer)
 
 
 @routes.route("PATCH", BASE + "/{certificateId}/config",
