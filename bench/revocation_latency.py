@@ -7,9 +7,9 @@ them one at a time; from the moment each revoke is sent, every probe polls its s
 shows as revoked there, and the next revocation waits for all of them. Prints p50/p99 (and max) per
 probe, as a table and as JSON.
 
-A probe is one async function ``(Probing, Revoked) -> bool``: True once the revocation is visible. Today
-one probe, the public DER CRL (the URL in every certificate's CRL distribution point); an OCSP probe is
-one more function in ``PROBES``.
+A probe is one async function ``(Probing, Revoked) -> bool``: True once the revocation is visible. Two
+probes: the public DER CRL (the URL in every certificate's CRL distribution point) and the OCSP responder
+(the URL in its AIA), asked by POST as `openssl ocsp` asks.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import aiohttp
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 
 from bench.common import tenant_with_pki
 from tests.api_client import ApiClient
@@ -45,6 +47,7 @@ class Probing:
 class Revoked:
     certificate_id: str
     serial_number: str  # hex, as the API shows it
+    certificate: x509.Certificate
 
 
 Probe = Callable[[Probing, Revoked], Awaitable[bool]]
@@ -60,7 +63,23 @@ async def crl_shows(probing: Probing, revoked: Revoked) -> bool:
     return crl.get_revoked_certificate_by_serial_number(int(revoked.serial_number, 16)) is not None
 
 
-PROBES: dict[str, Probe] = {"crl": crl_shows}
+async def ocsp_says_revoked(probing: Probing, revoked: Revoked) -> bool:
+    """The issuing CA's OCSP responder answers ``revoked`` for the certificate."""
+    issuer = x509.load_pem_x509_certificate(probing.pki.issuing_pem.encode())
+    der = ocsp.OCSPRequestBuilder().add_certificate(
+        revoked.certificate, issuer, hashes.SHA1(),  # the CertID hash OpenSSL sends by default
+    ).build().public_bytes(serialization.Encoding.DER)
+    url = f"{probing.client.base}/api/v1/cert-manager/ocsp/{probing.pki.issuing_id}"
+    async with probing.client.session.post(url, data=der, headers={"Content-Type": "application/ocsp-request"}) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            raise AssertionError(f"OCSP answered {resp.status}: {body[:300]!r}")
+        answer = ocsp.load_der_ocsp_response(body)
+    return (answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+            and answer.certificate_status == ocsp.OCSPCertStatus.REVOKED)
+
+
+PROBES: dict[str, Probe] = {"crl": crl_shows, "ocsp": ocsp_says_revoked}
 
 
 async def until_visible(probe: Probe, probing: Probing, revoked: Revoked, sent_at: float) -> float:
@@ -86,7 +105,8 @@ async def run(stack: Stack, n: int) -> dict[str, object]:
         views = [await issued(client, pki.profile_id, attributes=server_key_attributes(f"host{i}.example.test"))
                  for i in range(n)]
         for view in views:
-            revoked = Revoked(str(view["certificateId"]), str(view["serialNumber"]))
+            revoked = Revoked(str(view["certificateId"]), str(view["serialNumber"]),
+                              x509.load_pem_x509_certificate(str(view["certificate"]).encode()))
             sent_at = time.monotonic()
             r = await client.post(f"{CERTIFICATES}/{revoked.certificate_id}/revoke",
                                   {"revocationReason": "KEY_COMPROMISE"})
