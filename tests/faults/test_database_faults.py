@@ -58,18 +58,20 @@ async def test_requests_in_flight_when_database_connections_are_terminated_all_e
         fault_stack: Stack, session: aiohttp.ClientSession) -> None:
     stack = fault_stack
     project = await project_with_pki(stack, session)  # the API up, no worker
-    ids = await submit(project.admin, project.pki.profile_id, 100)
+    # Enough requests that issuing them outlasts several strikes: a worker takes every ready request in
+    # chunks of 32 (the doorbell), so 100 were all issued between two strikes 0.1 s apart.
+    ids = await submit(project.admin, project.pki.profile_id, 300)
     await wait_until_queued(stack, ids)
 
     stack.start_beat()
     starting = asyncio.create_task(asyncio.to_thread(stack.start_worker, name="worker-2"))
     # Strike again and again while the worker claims, signs and stores, and the reconciler queries: each
     # of them loses its connection at some point of its statement or transaction.
-    ended_mid_run = await _terminate_backends_while_issuing(stack, every=0.1, window=2.0)
+    ended_mid_run = await _terminate_backends_while_issuing(stack, every=0.05, window=2.0)
     await starting
     assert ended_mid_run > 0, "no connection was cut while requests were in flight"
 
-    final = await wait_all_final(stack.database_url, 100, timeout=60)
+    final = await wait_all_final(stack.database_url, 300, timeout=90)
     book = await ledger(stack.database_url)
     assert set(final) <= set(FINAL), dict(final)
     assert_exactly_one_certificate_per_issued_request(book, ids)
