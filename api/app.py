@@ -7,6 +7,7 @@ import contextlib
 import multiprocessing
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
+from uuid import UUID
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from api.context import (
     OCSP_RESPONDERS,
     RATE_LIMITER,
     SETTINGS,
+    TOKEN_CACHE,
 )
 from api.metrics import Metrics
 from api.middleware import (
@@ -38,6 +40,7 @@ from api.notifications import Notifications
 from api.ocsp_responders import ResponderCache
 from api.rate_limits import RateLimiter
 from api.routing import Routes
+from shared.access import TokenCache
 from shared.config import Settings
 from shared.db.pool import create_pool
 from shared.errors import ConfigurationError
@@ -87,8 +90,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
                                 max_size=settings.db_pool_max, acquire_timeout=settings.db_acquire_timeout_seconds)
     async with app[DB].acquire() as conn:
         await app[KEYRING].verify(conn)
-    app[NOTIFICATIONS] = Notifications(settings.database_url)
-    await app[NOTIFICATIONS].start()
+    notifications = app[NOTIFICATIONS] = Notifications(settings.database_url)
+    # Tokens seen lately skip the database; a deleted identity's are dropped when its NOTIFY arrives.
+    cache = app[TOKEN_CACHE] = TokenCache(lambda: notifications.listening and settings.token_cache_seconds > 0,
+                                          ttl_seconds=settings.token_cache_seconds)
+    notifications.on_prefix("identity:", lambda identity_id: cache.forget_identity(UUID(identity_id)))
+    notifications.on_gap(cache.clear)
+    await notifications.start()
     yield
     await app[NOTIFICATIONS].close()
     await app[DB].close()

@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import Field
 
 from api.body import parse, parse_json_or_form, path_uuid, query_uuid
-from api.context import DB, IDENTITY, RATE_LIMITER, SETTINGS
+from api.context import DB, IDENTITY, RATE_LIMITER, SETTINGS, TOKEN_CACHE
 from api.render import json_response
 from api.routing import Routes
 from shared import access
@@ -159,4 +159,6 @@ async def delete_identity(request: web.Request) -> web.Response:
     identity_id = path_uuid(request, "identityId")
     await access.delete_identity(request.app[DB], project_id=project_id, identity_id=identity_id,
                                  actor=actor(request))
+    # This process at once; the others when the deletion's NOTIFY reaches them.
+    request.app[TOKEN_CACHE].forget_identity(identity_id)
     return web.Response(status=204)

@@ -13,6 +13,7 @@ from api.notifications import Notifications
 from api.ocsp_responders import ResponderCache
 from api.rate_limits import RateLimiter
 from api.routing import Endpoint
+from shared.access import TokenCache
 from shared.config import Settings
 from shared.profiles import IssuingContextCache
 from shared.secrets.keyring import KeyRing
@@ -27,6 +28,7 @@ KEYRING = web.AppKey("keyring", KeyRing)
 ISSUING_CONTEXTS = web.AppKey("issuing_contexts", IssuingContextCache)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 OCSP_RESPONDERS = web.AppKey("ocsp_responders", ResponderCache)
+TOKEN_CACHE = web.AppKey("token_cache", TokenCache)
 # Processes that evaluate the items of large batches in parallel (see api.batches).
 EVALUATORS = web.AppKey("evaluators", ProcessPoolExecutor)
 EVALUATOR_PROCESSES = 2

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from api.auth import LOGIN_PATH
 from api.body import BODY_LIMIT
-from api.context import DB, ENDPOINTS, IDENTITY, METRICS, RATE_LIMITER, REQUEST_ID, SETTINGS
+from api.context import DB, ENDPOINTS, IDENTITY, METRICS, RATE_LIMITER, REQUEST_ID, SETTINGS, TOKEN_CACHE
 from api.problem import from_error, problem_response
 from api.rate_limits import UNLIMITED_ROUTES
 from api.routing import Handler, is_public, is_relying_party_route
@@ -120,7 +120,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token; send Authorization: Bearer <accessToken>")
-    request[IDENTITY] = await access.authenticate(request.app[DB], token.strip())
+    request[IDENTITY] = await access.authenticate(request.app[DB], token.strip(), request.app[TOKEN_CACHE])
     return await handler(request)
 
 

@@ -72,6 +72,16 @@ class Notifications:
         # Per key: when its latest notification arrived, and the shared read in flight (with its start).
         self._notified_at: dict[str, float] = {}
         self._flights: dict[str, tuple[float, asyncio.Future[Any]]] = {}
+        # Callbacks for every payload with a prefix (the token cache's ``identity:``), and for a gap: the
+        # LISTEN connection dropped, so notifications may have been missed.
+        self._prefix_listeners: list[tuple[str, Callable[[str], None]]] = []
+        self._gap_listeners: list[Callable[[], None]] = []
+
+    def on_prefix(self, prefix: str, callback: Callable[[str], None]) -> None:
+        self._prefix_listeners.append((prefix, callback))
+
+    def on_gap(self, callback: Callable[[], None]) -> None:
+        self._gap_listeners.append(callback)
 
     @property
     def listening(self) -> bool:
@@ -120,6 +130,9 @@ class Notifications:
         self._wake_all()
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        for prefix, callback in self._prefix_listeners:
+            if payload.startswith(prefix):
+                callback(payload[len(prefix):])
         subs = self._subscriptions.get(payload)
         if not subs:
             return
@@ -133,6 +146,8 @@ class Notifications:
         self._wake_all()
 
     def _wake_all(self) -> None:
+        for callback in self._gap_listeners:
+            callback()
         now = asyncio.get_running_loop().time()
         for key, subs in self._subscriptions.items():
             self._notified_at[key] = now

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final, TypeVar
 from uuid import UUID
 
@@ -82,14 +84,72 @@ async def renew(pool: asyncpg.Pool, token: str, ttl_seconds: int) -> Login:
     return Login(token, renewed.expires_in, renewed.max_ttl)
 
 
-async def authenticate(pool: asyncpg.Pool, token: str) -> db.Identity:
+class TokenCache:
+    """Recently seen access tokens (by digest) and their identities, so that a busy client's calls skip a
+    database round trip. Safe because every way a token stops being valid is covered:
+
+    - expiry: an entry is used only before the token's own ``expires_at``;
+    - a deleted identity (which deletes its tokens): its commit NOTIFYs ``identity:<id>``, and each API
+      process drops that identity's entries when the notification arrives (the deleting process at once);
+    - a notification that may have been missed: the cache is used only while the LISTEN connection is
+      up (``usable``), and emptied whenever it drops; and no entry is older than ``ttl_seconds``.
+    """
+
+    def __init__(self, usable: Callable[[], bool], *, ttl_seconds: float = 10.0, max_entries: int = 10_000) -> None:
+        self._usable = usable
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._entries: dict[bytes, tuple[db.Identity, datetime, float]] = {}
+        self._by_identity: dict[UUID, set[bytes]] = {}
+
+    def get(self, digest: bytes) -> db.Identity | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        identity, expires_at, cached_at = entry
+        if not self._usable() or time.monotonic() - cached_at > self._ttl or expires_at <= datetime.now(UTC):
+            self._drop(digest, identity.id)
+            return None
+        return identity
+
+    def put(self, digest: bytes, identity: db.Identity, expires_at: datetime) -> None:
+        if not self._usable():
+            return
+        if len(self._entries) >= self._max:
+            self.clear()
+        self._entries[digest] = (identity, expires_at, time.monotonic())
+        self._by_identity.setdefault(identity.id, set()).add(digest)
+
+    def forget_identity(self, identity_id: UUID) -> None:
+        for digest in self._by_identity.pop(identity_id, set()):
+            self._entries.pop(digest, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_identity.clear()
+
+    def _drop(self, digest: bytes, identity_id: UUID) -> None:
+        self._entries.pop(digest, None)
+        digests = self._by_identity.get(identity_id)
+        if digests is not None:
+            digests.discard(digest)
+            if not digests:
+                del self._by_identity[identity_id]
+
+
+async def authenticate(pool: asyncpg.Pool, token: str, cache: TokenCache | None = None) -> db.Identity:
     if not credentials.looks_like_token(token):
         raise Unauthorized("malformed access token")
-    found = await db.identity_by_token(pool, credentials.token_digest(token))
+    digest = credentials.token_digest(token)
+    if cache is not None and (cached := cache.get(digest)) is not None:
+        return cached
+    found = await db.identity_by_token(pool, digest)
     if found is None:
         raise Unauthorized("unknown or revoked access token")
     if found.expired:
         raise Unauthorized("access token expired; log in again")
+    if cache is not None:
+        cache.put(digest, found.identity, found.expires_at)
     return found.identity
 
 

@@ -69,6 +69,8 @@ async def delete_identity(conn: asyncpg.Connection, project_id: UUID, identity_i
         if deleted is None:
             return False
         await conn.execute("DELETE FROM access_tokens WHERE identity_id = $1", identity_id)
+        # Every API process drops the identity's cached tokens when this commits (shared.access.TokenCache).
+        await conn.execute("SELECT pg_notify('kms_events', $1)", f"identity:{identity_id}")
     return True
 
 
@@ -116,14 +118,15 @@ async def renew_token(conn: Conn, *, digest: bytes, ttl_seconds: int) -> Renewed
 class TokenLookup:
     identity: Identity
     expired: bool
+    expires_at: datetime
 
 
 async def identity_by_token(conn: Conn, digest: bytes) -> TokenLookup | None:
     row = await conn.fetchrow(
         f"SELECT {', '.join('i.' + c.strip() for c in _IDENTITY_COLS.split(','))},"
-        " t.expires_at <= now() AS expired"
+        " t.expires_at <= now() AS expired, t.expires_at"
         " FROM access_tokens t JOIN identities i ON i.id = t.identity_id"
         " WHERE t.token_digest = $1 AND i.deleted_at IS NULL",
         digest,
     )
-    return None if row is None else TokenLookup(_identity(row), bool(row["expired"]))
+    return None if row is None else TokenLookup(_identity(row), bool(row["expired"]), row["expires_at"])

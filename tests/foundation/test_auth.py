@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import asyncpg
@@ -73,12 +75,14 @@ async def test_tampered_token_is_401_problem(tenant: Tenant) -> None:
 
 
 async def test_expired_token_is_401_problem(tenant: Tenant, db: asyncpg.Connection) -> None:
-    token = tenant.admin.token
+    # A token the API has not seen yet, expired in the database (an API process trusts a token it has
+    # looked up until its expiry, at most KMS_TOKEN_CACHE_SECONDS: tests/unit/test_token_cache.py).
+    admin, _ = await tenant.identity("admin")
+    token = admin.token
     assert token is not None
-    assert (await tenant.admin.get(identities(tenant.project_id))).status == 200
     await db.execute("UPDATE access_tokens SET expires_at = now() - interval '1 second'"
                      " WHERE token_digest = $1", token_digest(token))
-    r = await tenant.admin.get(identities(tenant.project_id))
+    r = await admin.get(identities(tenant.project_id))
     assert r.status == 401 and r.is_problem()
     assert "expired" in r.body["detail"]
 
@@ -230,3 +234,33 @@ async def test_token_renew_without_a_token_is_422_naming_the_field(http: ApiClie
     r = await http.post(RENEW, {})
     assert_problem(r, 422)
     assert [e["field"] for e in r.body["errors"]] == ["accessToken"], r.body
+
+
+async def test_a_token_cached_by_another_api_process_stops_working_when_its_identity_is_deleted(
+        stack: Stack, tenant: Tenant, db: asyncpg.Connection) -> None:
+    """Tokens are cached per API process (shared.access.TokenCache); a deletion's NOTIFY drops them in
+    every process, so a second API that has just served the token refuses it within moments."""
+    viewer, created = await tenant.identity("viewer")
+    path = identities(tenant.project_id)  # a viewer is authenticated, then refused (403): enough here
+    other_url = await asyncio.to_thread(stack.start_api, name="api-token-cache")
+    try:
+        other = ApiClient(viewer.session, other_url, viewer.token)
+        assert (await other.get(path)).status == 403  # looked up, and now cached in that process
+        # The answer comes from the cache: in the database the token has expired, yet it is still served.
+        digest = token_digest(viewer.token or "")
+        await db.execute("UPDATE access_tokens SET expires_at = now() - interval '1 second'"
+                         " WHERE token_digest = $1", digest)
+        assert (await other.get(path)).status == 403
+        assert (await viewer.get(path)).status == 401  # the session's API had never cached it
+        await db.execute("UPDATE access_tokens SET expires_at = now() + interval '1 hour' WHERE token_digest = $1",
+                         digest)
+        d = await tenant.admin.delete(f"{identities(tenant.project_id)}/{created['identityId']}")
+        assert d.status == 204
+        deadline = time.monotonic() + 2
+        while (r := await other.get(path)).status != 401:
+            assert r.status == 403
+            assert time.monotonic() < deadline, "the other process still accepts the deleted identity's token"
+            await asyncio.sleep(0.01)
+        assert r.is_problem()
+    finally:
+        await asyncio.to_thread(stack.stop, "api-token-cache")
