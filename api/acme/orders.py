@@ -185,6 +185,8 @@ async def finalize(acme: Acme) -> web.Response:
     signed = await acme.verify()
     account = signed.require_account()
     order_id = path_id(acme, "orderId")
+    if await db.get_order(acme.pool, account.id, order_id) is None:
+        raise AcmeProblem("malformed", "no such order", status=404)
     payload = signed.json()
     encoded = payload.get("csr")
     if not isinstance(encoded, str):

@@ -289,3 +289,48 @@ def responder(world: AcmeWorld) -> Iterator[Http01Responder]:
         yield r
     finally:
         r.close()
+
+
+# -- raw requests, for what a well-behaved client never sends -----------------------------------
+
+
+class RawAcme:
+    """Signs requests by hand (acme.jws, the library's own JWS) and returns the raw HTTP answer, so a
+    test can read the status and problem type of what a real client would turn into an exception."""
+
+    def __init__(self, world: AcmeWorld, acme: client.ClientV2) -> None:
+        import requests
+
+        self.world = world
+        self.acme = acme
+        self.key: jose.JWK = acme.net.key
+        self.kid: str | None = acme.net.account.uri if acme.net.account is not None else None
+        self.directory = acme.directory
+        self.http = requests.Session()
+
+    def nonce(self) -> str:
+        r = self.http.head(self.directory["newNonce"], timeout=10)
+        value: str = r.headers["Replay-Nonce"]
+        return value
+
+    def post(self, url: str, payload: Any = None, *, nonce: str | None = None, header_url: str | None = None,
+             jwk: bool = False, key: jose.JWK | None = None) -> Any:
+        """POST a JWS to ``url``: ``payload`` a dict (JSON), ``None`` (POST-as-GET) or raw bytes."""
+        import json
+
+        from acme import jws as acme_jws
+
+        body = b"" if payload is None else payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        signing_key = key or self.key
+        alg = jose.ES256 if isinstance(signing_key, jose.JWKEC) else jose.RS256
+        signed = acme_jws.JWS.sign(body, key=signing_key, alg=alg,
+                                   nonce=jose.decode_b64jose(nonce or self.nonce()), url=header_url or url,
+                                   kid=None if jwk else self.kid)
+        return self.http.post(url, data=signed.json_dumps(), headers={"Content-Type": "application/jose+json"},
+                              timeout=30)
+
+
+def problem_type(response: Any) -> str:
+    assert response.headers["Content-Type"].startswith("application/problem+json"), response.text
+    kind: str = response.json()["type"]
+    return kind.removeprefix("urn:ietf:params:acme:error:")
