@@ -191,12 +191,15 @@ async def lock_order_counts(conn: Executor, account_id: UUID, window_seconds: in
     """The account's order counts, under a lock on the account row (the caller holds a transaction), so
     concurrent new-orders of one account are counted one after the other and a cap is never overrun."""
     await conn.execute("SELECT 1 FROM acme_accounts WHERE id = $1 FOR UPDATE", account_id)
+    # A processing order whose request has ended counts as final, though it settles only when read.
     row = await conn.fetchrow(
-        "SELECT count(*) FILTER (WHERE status IN ('pending', 'ready', 'processing') AND expires_at > now()) AS open,"
-        " count(*) FILTER (WHERE created_at > now() - make_interval(secs => $2)) AS recent,"
-        " coalesce(extract(epoch FROM min(created_at) FILTER (WHERE created_at > now() - make_interval(secs => $2))"
+        "SELECT count(*) FILTER (WHERE o.expires_at > now() AND (o.status IN ('pending', 'ready')"
+        "   OR (o.status = 'processing' AND r.status NOT IN ('issued', 'failed')))) AS open,"
+        " count(*) FILTER (WHERE o.created_at > now() - make_interval(secs => $2)) AS recent,"
+        " coalesce(extract(epoch FROM min(o.created_at) FILTER (WHERE o.created_at > now() - make_interval(secs => $2))"
         "   + make_interval(secs => $2) - now()), 0) AS frees_in"
-        " FROM acme_orders WHERE account_id = $1", account_id, window_seconds)
+        " FROM acme_orders o LEFT JOIN certificate_requests r ON r.id = o.request_id WHERE o.account_id = $1",
+        account_id, window_seconds)
     return OrderCounts(row["open"], row["recent"], float(row["frees_in"]))
 
 

@@ -181,8 +181,8 @@ class AcmeWorld:
     eab_secret: str
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def directory_url(self, profile_id: str | None = None) -> str:
-        return f"{self.api_url}{ACME}/{profile_id or self.profile_id}/directory"
+    def directory_url(self, profile_id: str | None = None, api_url: str | None = None) -> str:
+        return f"{api_url or self.api_url}{ACME}/{profile_id or self.profile_id}/directory"
 
 
 async def acme_profile(admin: ApiClient, project_id: str, policy_id: str, ca_id: str, slug: str,
@@ -250,14 +250,14 @@ def new_key() -> jose.JWKEC:
 
 
 def acme_client(world: AcmeWorld, *, profile_id: str | None = None, key: jose.JWK | None = None,
-                eab: bool = True) -> client.ClientV2:
+                eab: bool = True, api_url: str | None = None) -> client.ClientV2:
     """A registered account of the profile (with EAB where the profile needs it), as the acme library
     (certbot's) makes one."""
     profile_id = profile_id or world.open_profile_id
     key = key or new_key()
     alg = jose.ES256 if isinstance(key, jose.JWKEC) else jose.RS256
     net = client.ClientNetwork(key, alg=alg, user_agent="kms-acme-test")
-    directory = client.ClientV2.get_directory(world.directory_url(profile_id), net)
+    directory = client.ClientV2.get_directory(world.directory_url(profile_id, api_url), net)
     acme = client.ClientV2(directory, net)
     binding = None
     if eab and profile_id == world.profile_id:
