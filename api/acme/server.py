@@ -100,8 +100,8 @@ async def _serve(request: web.Request, handler: AcmeHandler) -> web.StreamRespon
     except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
             asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as exc:
         log.warning("dependency unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
-        return problem_response(AcmeProblem("serverInternal", "a dependency is unavailable; retry shortly",
-                                            status=503, retry_after=5), request.get(REQUEST_ID))
+        response = problem_response(AcmeProblem("serverInternal", "a dependency is unavailable; retry shortly",
+                                                status=503, retry_after=5), request.get(REQUEST_ID))
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         response = problem_response(AcmeProblem("serverInternal", "an unexpected error occurred; quote the "
