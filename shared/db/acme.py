@@ -6,7 +6,6 @@ below the account, the account: another account's or another profile's resource 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -507,7 +506,3 @@ async def stalled_validations(conn: Executor, older_than_seconds: float, limit: 
 def identifiers_json(identifiers: list[tuple[str, str]]) -> list[dict[str, str]]:
     """The stored (and compared) form of an order's identifiers: sorted, unique."""
     return [{"type": t, "value": v} for t, v in sorted(set(identifiers))]
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)

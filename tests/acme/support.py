@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -179,7 +179,6 @@ class AcmeWorld:
     open_profile_id: str  # acmeConfig.skipEabBinding
     eab_kid: str
     eab_secret: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def directory_url(self, profile_id: str | None = None, api_url: str | None = None) -> str:
         return f"{api_url or self.api_url}{ACME}/{profile_id or self.profile_id}/directory"

@@ -149,3 +149,17 @@ def test_a_validation_whose_message_was_lost_is_rung_again_by_beat(acme_world: A
             assert time.monotonic() < deadline, "beat never rang again for the stalled validation"
             time.sleep(0.3)
     assert challenge["status"] == "valid", challenge
+
+
+def test_nonces_are_shared_by_api_processes_and_good_once_across_them(
+        acme_world: AcmeWorld, capped: tuple[str, str]) -> None:
+    url, profile_id = capped
+    raw = RawAcme(acme_world, acme_client(acme_world, profile_id=profile_id, api_url=url))
+    main_new_account = f"{acme_world.api_url}/api/v1/cert-manager/acme/profiles/{profile_id}/new-account"
+    nonce = raw.http.head(main_new_account.replace("new-account", "new-nonce"), timeout=10).headers["Replay-Nonce"]
+    # Issued by the first API process, redeemed at the second ...
+    found = raw.post(raw.directory["newAccount"], {"onlyReturnExisting": True}, jwk=True, nonce=nonce)
+    assert found.status_code == 200, found.text
+    # ... and then no longer good at the first.
+    again = raw.post(main_new_account, {"onlyReturnExisting": True}, jwk=True, nonce=nonce)
+    assert again.status_code == 400 and problem_type(again) == "badNonce", again.text
