@@ -480,7 +480,18 @@ class Cleaned:
 async def delete_expired(conn: Executor, limit: int = 10_000) -> Cleaned:
     """Remove expired nonces, expired orders that never got a certificate (with their authorizations and
     challenges), and the authorizations of expired valid orders (an order row that names its certificate
-    stays: it is what lets its account revoke it). Bounded per call; beat calls again next time."""
+    stays: it is what lets its account revoke it, one small row per certificate). Bounded per call; beat
+    calls again next time."""
+    # Orders are settled when read (settle_order); one nobody reads again is settled here, so that an
+    # expired one whose request failed can go like any invalid order.
+    await conn.execute(
+        "UPDATE acme_orders o SET status = CASE WHEN r.status = 'issued' THEN 'valid' ELSE 'invalid' END,"
+        " certificate_id = r.certificate_id, updated_at = now(),"
+        " error = CASE WHEN r.status = 'failed' THEN jsonb_build_object('type', 'urn:ietf:params:acme:error:badCSR',"
+        "   'detail', coalesce(r.error_message, 'issuance failed')) END"
+        " FROM certificate_requests r WHERE o.id IN (SELECT o2.id FROM acme_orders o2 JOIN certificate_requests r2"
+        "   ON r2.id = o2.request_id WHERE o2.status = 'processing' AND r2.status IN ('issued', 'failed') LIMIT $1)"
+        " AND r.id = o.request_id", limit)
     nonces = await conn.fetchval(
         "WITH gone AS (DELETE FROM acme_nonces WHERE nonce IN (SELECT nonce FROM acme_nonces WHERE expires_at < now()"
         " LIMIT $1) RETURNING 1) SELECT count(*) FROM gone", limit)

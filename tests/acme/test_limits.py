@@ -163,3 +163,27 @@ def test_nonces_are_shared_by_api_processes_and_good_once_across_them(
     # ... and then no longer good at the first.
     again = raw.post(main_new_account, {"onlyReturnExisting": True}, jwk=True, nonce=nonce)
     assert again.status_code == 400 and problem_type(again) == "badNonce", again.text
+
+
+def test_beat_settles_an_order_nobody_reads_again(acme_world: AcmeWorld, capped: tuple[str, str]) -> None:
+    """An order follows its certificate request when read; one never read again is settled by beat."""
+    url, profile_id = capped
+    raw = RawAcme(acme_world, acme_client(acme_world, profile_id=profile_id, api_url=url))
+    order = _new_order(raw, "unread.example.test").json()
+    order_id = order["finalize"].rsplit("/", 2)[1]
+    _finalize(raw, order, "unread.example.test")
+
+    async def run() -> None:
+        db = await asyncpg.connect(acme_world.stack.database_url)
+        try:
+            # As it stands when the worker has signed and nobody has looked since.
+            await db.execute("UPDATE acme_orders SET status = 'processing', certificate_id = NULL WHERE id = $1::uuid",
+                             order_id)
+
+            async def settled() -> bool:
+                row = await db.fetchrow("SELECT status, certificate_id FROM acme_orders WHERE id = $1::uuid", order_id)
+                return bool(row["status"] == "valid" and row["certificate_id"] is not None)
+            await _until(settled)
+        finally:
+            await db.close()
+    asyncio.run(run())
