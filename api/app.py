@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import multiprocessing
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 
 from aiohttp import web
 
-from api import acme, applications, auth, authorities, batches, certificates, ops, pki_files, profiles
+from api import acme, applications, auth, authorities, batches, certificates, ocsp, ops, pki_files, profiles
 from api.broker import Broker
 from api.context import (
     BROKER,
@@ -20,6 +22,7 @@ from api.context import (
     KEYRING,
     METRICS,
     NOTIFICATIONS,
+    OCSP_RESPONDERS,
     RATE_LIMITER,
     SETTINGS,
 )
@@ -32,6 +35,7 @@ from api.middleware import (
     rate_limit_middleware,
 )
 from api.notifications import Notifications
+from api.ocsp_responders import ResponderCache
 from api.rate_limits import RateLimiter
 from api.routing import Routes
 from shared.config import Settings
@@ -42,8 +46,10 @@ from shared.secrets.keyring import KeyRing, root_key_from
 
 ROUTE_TABLES: list[Routes] = [
     ops.routes, auth.routes, authorities.routes, profiles.routes, applications.routes, certificates.routes,
-    batches.routes, pki_files.routes, acme.routes,
+    batches.routes, pki_files.routes, ocsp.routes, acme.routes,
 ]
+# How often the OCSP answers each responder signed are written to the audit log (one event per responder).
+OCSP_COUNT_FLUSH_SECONDS = 60.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -71,6 +77,7 @@ def create_app(settings: Settings) -> web.Application:
         table.install(app)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_broker)
+    app.cleanup_ctx.append(_ocsp_responders)
     app.cleanup_ctx.append(_evaluators)
     app.cleanup_ctx.append(_rate_limiter)
     return app
@@ -101,6 +108,16 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     app[BROKER] = Broker(app[SETTINGS].broker_url)
     yield
     await app[BROKER].close()
+
+
+async def _ocsp_responders(app: web.Application) -> AsyncIterator[None]:
+    cache = app[OCSP_RESPONDERS] = ResponderCache(app[DB], app[KEYRING], app[BROKER])
+    flusher = asyncio.create_task(cache.flush_every(OCSP_COUNT_FLUSH_SECONDS))
+    yield
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
+    await cache.flush_counts()
 
 
 async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:

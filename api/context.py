@@ -10,6 +10,7 @@ from aiohttp import web
 from api.broker import Broker
 from api.metrics import Metrics
 from api.notifications import Notifications
+from api.ocsp_responders import ResponderCache
 from api.rate_limits import RateLimiter
 from api.routing import Endpoint
 from shared.config import Settings
@@ -25,6 +26,7 @@ NOTIFICATIONS = web.AppKey("notifications", Notifications)
 KEYRING = web.AppKey("keyring", KeyRing)
 ISSUING_CONTEXTS = web.AppKey("issuing_contexts", IssuingContextCache)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+OCSP_RESPONDERS = web.AppKey("ocsp_responders", ResponderCache)
 # Processes that evaluate the items of large batches in parallel (see api.batches).
 EVALUATORS = web.AppKey("evaluators", ProcessPoolExecutor)
 EVALUATOR_PROCESSES = 2

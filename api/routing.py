@@ -28,6 +28,15 @@ class Endpoint:
     public: bool = False
     query: dict[str, str] = field(default_factory=dict)
     tag: str = "default"
+    # Regular expressions for path parameters that are not one segment (``{name}`` in ``path`` stays the
+    # canonical spelling the router, the middleware and /openapi.json all see).
+    patterns: dict[str, str] = field(default_factory=dict)
+
+    def router_path(self) -> str:
+        path = self.path
+        for name, pattern in self.patterns.items():
+            path = path.replace("{" + name + "}", "{" + name + ":" + pattern + "}")
+        return path
 
 
 class Routes:
@@ -48,18 +57,20 @@ class Routes:
         status: int = 200,
         public: bool = False,
         query: dict[str, str] | None = None,
+        patterns: dict[str, str] | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(
                 method=method, path=path, summary=summary, handler=handler, body=body,
                 response=response, status=status, public=public, query=query or {}, tag=self.tag,
+                patterns=patterns or {},
             ))
             return handler
         return register
 
     def install(self, app: web.Application) -> None:
         for ep in self.endpoints:
-            app.router.add_route(ep.method, ep.path, ep.handler)
+            app.router.add_route(ep.method, ep.router_path(), ep.handler)
 
 
 def absolute_url(request: web.Request, base: str | None, path: str) -> str:

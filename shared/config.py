@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     # beat looks for CRLs to re-sign every crl_refresh_interval_seconds (DESIGN.md 7).
     crl_validity_seconds: int = Field(default=7 * 24 * 3600, ge=120)
     crl_refresh_interval_seconds: float = 60.0
+    # OCSP (DESIGN.md 7): a worker issues each CA a delegated responder certificate valid this long, and a
+    # new one once less than half remains (beat looks every ocsp_refresh_interval_seconds); the API signs
+    # each answer with it, valid (thisUpdate to nextUpdate) for ocsp_response_validity_seconds.
+    ocsp_responder_validity_seconds: int = Field(default=2 * 86400, ge=600)
+    ocsp_response_validity_seconds: int = Field(default=3600, ge=60)
+    ocsp_refresh_interval_seconds: float = 60.0
     max_attempts: int = 5
     ca_key_cache_seconds: int = 300
 

@@ -18,7 +18,7 @@ from shared.pki import builder as x509_builder
 from shared.pki.keys import generate_private_key, private_key_to_der
 from shared.pki.template import Validity
 from shared.secrets.envelope import EnvelopeError
-from worker import revocation
+from worker import ocsp, revocation
 from worker.ca_keys import CaKeyCache
 from worker.runtime import Runtime
 
@@ -81,6 +81,9 @@ async def create_ca(rt: Runtime, cache: CaKeyCache, ca_id: UUID) -> str:
         # Its first CRL, signed with the new key in the same transaction (and audited, invariant 11).
         await revocation.store_first_crl(conn, rt.settings, ca_id=ca_id, project_id=ca.project_id,
                                          certificate=cert, key=key)
+        # And its OCSP responder (audited too), so its certificates' status can be asked from the start.
+        await ocsp.store_new_responder(conn, rt.settings, rt.keyring, ca_id=ca_id, project_id=ca.project_id,
+                                       certificate=cert, key=key, key_algorithm=ca.key_algorithm)
         # Every signature is audited, in the same transaction as the certificate (DESIGN.md 4.5).
         await audit.record(conn, project_id=ca.project_id, actor="worker", action="certificate.sign",
                            subject_type="ca", subject_id=str(ca_id),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from shared import tasks as names
-from worker import acme_validation, authorities, issuance, reconciler, renewal, revocation
+from worker import acme_validation, authorities, issuance, ocsp, reconciler, renewal, revocation
 from worker.app import app
 from worker.ca_keys import CaKeyCache
 from worker.runtime import runtime
@@ -124,3 +124,17 @@ def acme_cleanup() -> dict[str, int]:
         rt, resend=lambda cid: acme_validate.apply_async(args=[cid], queue=names.QUEUE_EXTERNAL)))
     return {"nonces": done.nonces, "orders": done.orders, "authorizations": done.authorizations,
             "resent": done.resent}
+@app.task(name=names.ISSUE_OCSP_RESPONDER, bind=True, max_retries=8)
+def issue_ocsp_responder(self, ca_id: str) -> str:  # type: ignore[no-untyped-def]
+    """A CA's delegated OCSP responder, asked for by an API that found none current."""
+    rt = runtime()
+    try:
+        return rt.run(ocsp.issue_responder(rt, ca_keys(), UUID(ca_id)))
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@app.task(name=names.REFRESH_OCSP_RESPONDERS, ignore_result=True)
+def refresh_ocsp_responders() -> int:
+    rt = runtime()
+    return rt.run(ocsp.refresh_due(rt, ca_keys()))

@@ -50,11 +50,12 @@ _CA_KEY_USAGE: Final = x509.KeyUsage(
 
 @dataclass(frozen=True)
 class IssuerUrls:
-    """Where relying parties find the issuer's CRL and certificate: the CRL distribution point and the AIA
-    caIssuers URL every certificate the issuer signs carries (DESIGN.md 5.7)."""
+    """Where relying parties find the issuer's CRL, certificate and OCSP responder: the CRL distribution
+    point and the AIA caIssuers and OCSP URLs every certificate the issuer signs carries (DESIGN.md 5.7)."""
 
     crl: str
     ca_issuers: str
+    ocsp: str
 
 
 def issuer_urls(public_url: str | None, ca_id: object) -> IssuerUrls | None:
@@ -64,7 +65,8 @@ def issuer_urls(public_url: str | None, ca_id: object) -> IssuerUrls | None:
         return None
     base = public_url.rstrip("/") + "/api/v1/cert-manager"
     return IssuerUrls(crl=f"{base}/crl/{ca_id}/der",
-                      ca_issuers=f"{base}/ca/internal/{ca_id}/certificates/{ca_id}/der")
+                      ca_issuers=f"{base}/ca/internal/{ca_id}/certificates/{ca_id}/der",
+                      ocsp=f"{base}/ocsp/{ca_id}")
 
 
 def _with_issuer_urls(builder: x509.CertificateBuilder, urls: IssuerUrls | None) -> x509.CertificateBuilder:
@@ -75,9 +77,11 @@ def _with_issuer_urls(builder: x509.CertificateBuilder, urls: IssuerUrls | None)
         .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
             full_name=[x509.UniformResourceIdentifier(urls.crl)], relative_name=None, reasons=None,
             crl_issuer=None)]), critical=False)
-        .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(urls.ca_issuers))]),
-            critical=False)
+        .add_extension(x509.AuthorityInformationAccess([
+            x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                                   x509.UniformResourceIdentifier(urls.ocsp)),
+            x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                                   x509.UniformResourceIdentifier(urls.ca_issuers))]), critical=False)
     )
 
 
@@ -371,6 +375,34 @@ def build_self_signed_certificate(
         not_before=not_before, not_after=not_after,
     )
     return _sign(builder, private_key, algorithm)
+
+
+def build_ocsp_responder_certificate(
+    *, public_key: PublicKey, issuer_cert: x509.Certificate, issuer_key: PrivateKey, serial: int,
+    not_before: datetime, not_after: datetime,
+) -> x509.Certificate:
+    """A delegated OCSP signing certificate (RFC 6960 4.2.2.2) for the CA ``issuer_cert``: issued by the
+    CA itself, EKU id-kp-OCSPSigning only, digitalSignature only, and id-pkix-ocsp-nocheck (4.2.2.2.1), so
+    relying parties do not ask about the responder's own status. Short-lived for that reason: a stolen
+    responder key forges answers only until the certificate expires.
+
+    Its subject is the CA's, with the common name ``<CA common name> OCSP Responder``."""
+    _check_within_issuer(not_after, issuer_cert)
+    cn = issuer_cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    base = str(cn[0].value) if cn else "CA"
+    name = f"{base[:64 - len(' OCSP Responder')]} OCSP Responder"
+    others = [a for a in issuer_cert.subject if a.oid != x509.NameOID.COMMON_NAME]
+    subject = x509.Name([*others, x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
+    family = signature_family(algorithm_of_public_key(public_key))
+    builder = (
+        _base_builder(subject=subject, issuer=issuer_cert.subject, public_key=public_key, serial=serial,
+                      not_before=not_before, not_after=not_after, authority_key_id=_issuer_key_id(issuer_cert))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(key_usage({"digital_signature"}, family), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+        .add_extension(x509.OCSPNoCheck(), critical=False)
+    )
+    return _sign(builder, issuer_key, _signature_algorithm(None, issuer_key))
 
 
 def to_pem(cert: x509.Certificate) -> str:

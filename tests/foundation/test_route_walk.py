@@ -320,6 +320,11 @@ EXPECTED: dict[Route, Expect] = {
     ("POST", ACME + "/authorizations/{authorizationId}/challenges/{challengeId}"): Expect(
         None, (415,), on_acme("/authorizations/{id}/challenges/{id}")),
     ("POST", ACME + "/revoke-cert"): Expect(None, (415,), on_acme("/revoke-cert")),
+    # -- OCSP (public; every answer is an OCSP response with HTTP 200, here malformedRequest) --------
+    ("POST", "/api/v1/cert-manager/ocsp/{caId}"): Expect(
+        None, (200,), at(lambda w: Call(f"/api/v1/cert-manager/ocsp/{w.issuing_id}", {"not": "ocsp"}))),
+    ("GET", "/api/v1/cert-manager/ocsp/{caId}/{ocspRequest}"): Expect(
+        None, (200,), at(lambda w: Call(f"/api/v1/cert-manager/ocsp/{w.issuing_id}/AAAA"))),
     # -- batches ---------------------------------------------------------------------------------
     ("POST", BATCHES): Expect("issuer", (202,), at(lambda w: Call(BATCHES, {
         "profileId": w.profile_id, "items": [{"attributes": server_key_attributes("walk-batch.example.test")}]}))),

@@ -198,7 +198,8 @@ async def test_issued_leaf_points_at_its_cas_public_crl_and_certificate(worker: 
     aia = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     base = tenant.admin.base + "/api/v1/cert-manager"
     crl_url = cdp[0].full_name[0].value
-    ca_url = aia[0].access_location.value
+    [ca_url] = [d.access_location.value for d in aia
+                if d.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS]
     assert crl_url == f"{base}/crl/{pki.issuing_id}/der"
     assert ca_url == f"{base}/ca/internal/{pki.issuing_id}/certificates/{pki.issuing_id}/der"
     async with tenant.admin.session.get(crl_url) as resp:

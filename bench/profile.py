@@ -1,0 +1,168 @@
+"""Where the time goes on the single-request path: CPU per certificate by process, and py-spy's hottest
+frames for the API and the worker processes.
+
+    .venv/bin/python -m bench.profile --clients 16 --duration 15
+
+Starts a private stack (as bench.issuance does), drives fresh EC P-256 CSRs with ?wait=10, and meanwhile
+reads the CPU time (/proc) of every process involved: the API, the Celery worker and its pool processes,
+PostgreSQL's backends, Redis, and this load generator. With py-spy installed (``pip install py-spy``) it
+also samples the API and the worker processes and prints each one's top frames by own time and by
+inclusive time within this project's code. Figures are ms of CPU per issued certificate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bench.common import drive, make_csrs, tenant_with_pki
+from tests.stack import Stack
+
+ISSUE = "/api/v1/cert-manager/certificates?wait=10"
+TICK = os.sysconf("SC_CLK_TCK")
+OURS = ("api/", "worker/", "shared/")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _groups(stack: Stack) -> dict[str, list[int]]:
+    api = stack.processes["api"].pid
+    worker = stack.processes["worker"].pid
+    groups = {"api": [api, *_children(api)], "worker (celery main)": [worker],
+              "worker (pool processes)": _children(worker)}
+    everything = subprocess.run(["ps", "-eo", "pid=,comm="], capture_output=True, text=True).stdout.split("\n")
+    groups["postgresql"] = [int(line.split()[0]) for line in everything if line.split()[1:] == ["postgres"]]
+    groups["redis"] = [int(line.split()[0]) for line in everything if line.split()[1:2] == ["redis-server"]]
+    groups["load generator"] = [os.getpid()]
+    return groups
+
+
+def _top(raw: Path, limit: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for frame in set(frames):
+            if any(f" ({p}" in frame or f"/{p}" in frame for p in OURS):
+                inclusive[frame] += n
+    return own.most_common(limit), inclusive.most_common(limit), total
+
+
+async def run(stack: Stack, clients: int, duration: float, warmup: float, spy: str | None, limit: int) -> None:
+    token, pki = await tenant_with_pki(stack)
+    csrs = make_csrs(int(1500 * (duration + warmup)))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    bodies = [json.dumps({"profileId": pki.profile_id, "csr": c}) for c in csrs]
+    issued = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients * 2)) as session:
+        async def one(i: int) -> bool:
+            nonlocal issued
+            async with session.post(stack.api_url + ISSUE, data=bodies[i % len(bodies)], headers=headers) as r:
+                await r.read()
+                ok = r.status == 200
+                issued += ok
+                return ok
+
+        if warmup:
+            await drive(warmup, clients, one)
+        groups = _groups(stack)
+        before = {name: sum(_cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+        spies: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
+        tmp = Path(tempfile.mkdtemp(prefix="kms-profile-"))
+        if spy:
+            for name in ("api", "worker (pool processes)"):
+                for pid in groups[name]:
+                    out = tmp / f"{pid}.txt"
+                    spies.append((f"{name} {pid}", out, subprocess.Popen(
+                        [spy, "record", "--pid", str(pid), "--duration", str(int(duration)), "--rate", "200",
+                         "--format", "raw", "--nonblocking", "--output", str(out)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        issued = 0
+        start = time.monotonic()
+        _, errors, _ = await drive(duration, clients, one)
+        elapsed = time.monotonic() - start
+        after = {name: sum(_cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+    for _, _, proc in spies:
+        proc.wait(timeout=60)
+    n = max(issued, 1)
+    print(f"{issued} certificates in {elapsed:.1f} s = {issued / elapsed:.0f}/s, {errors} errors, "
+          f"{os.cpu_count()} cores")
+    print(f"{'process':28} {'CPU s':>8} {'ms/cert':>8} {'cores':>6}")
+    rows = {name: after[name] - before[name] for name in groups}
+    for name, cpu in sorted(rows.items(), key=lambda kv: -kv[1]):
+        print(f"{name:28} {cpu:8.2f} {1000 * cpu / n:8.2f} {cpu / elapsed:6.2f}")
+    total = sum(rows.values())
+    print(f"{'total':28} {total:8.2f} {1000 * total / n:8.2f} {total / elapsed:6.2f}")
+    for label, out, _ in spies:
+        if not out.exists():
+            continue
+        own, inclusive, samples = _top(out, limit)
+        if not samples:
+            continue
+        print(f"\n== {label}: {samples} samples; top frames by own time")
+        for frame, count in own:
+            print(f"  {100 * count / samples:5.1f}%  {frame[:150]}")
+        print(f"-- {label}: this project's frames by inclusive time")
+        for frame, count in inclusive:
+            print(f"  {100 * count / samples:5.1f}%  {frame[:150]}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=15)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--no-spy", action="store_true", help="CPU per process only, no py-spy sampling")
+    args = parser.parse_args()
+    spy = None if args.no_spy else (
+        shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent)))
+    stack = Stack(name="profile", extra_env={"KMS_LOG_LEVEL": "WARNING"})
+    stack.create_database()
+    try:
+        stack.start_api()
+        stack.start_worker(name="worker", concurrency=2)
+        asyncio.run(run(stack, args.clients, args.duration, args.warmup, spy, args.top))
+    finally:
+        stack.drop()
+
+
+if __name__ == "__main__":
+    main()
