@@ -1,7 +1,7 @@
 """Real certbot, run as users run it, against a profile's ACME server (DESIGN.md 8, issue 12 "must show"
 1): ``certonly --standalone`` over http-01 with external account binding, ``renew --force-renewal``,
 ``revoke``; the certificates verify to the CA root, pass pkilint's RFC 5280 lint, and the revoked
-serial is on the CA's CRL."""
+serial is on the CA's CRL and answered ``revoked`` by OCSP."""
 
 from __future__ import annotations
 
@@ -94,3 +94,17 @@ def test_certbot_obtains_renews_and_revokes_with_eab_over_http01(acme_world: Acm
         assert time.monotonic() < deadline, "the revoked serial is not on the CRL within 5 s"
         time.sleep(0.2)
     assert first.serial_number not in _crl_serials(acme_world)
+    # ... and OCSP, asked at the URL the certificate carries, says revoked (with the reason certbot gave).
+    aia = second.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    [ocsp_url] = [d.access_location.value for d in aia if d.access_method == x509.AuthorityInformationAccessOID.OCSP]
+    (tmp_path / "issuing.pem").write_text(acme_world.issuing_pem)
+    cert = str(_files(tmp_path)["cert"])
+    while True:
+        done = subprocess.run(["openssl", "ocsp", "-issuer", str(tmp_path / "issuing.pem"), "-cert", cert, "-url",
+                               ocsp_url, "-CAfile", str(tmp_path / "root.pem"), "-verify_other",
+                               str(tmp_path / "issuing.pem")], capture_output=True, text=True, timeout=30, check=False)
+        if f"{cert}: revoked" in done.stdout:
+            break
+        assert time.monotonic() < deadline + 5, done.stdout + done.stderr
+        time.sleep(0.2)
+    assert "Response verify OK" in done.stdout + done.stderr and "Reason: keyCompromise" in done.stdout, done.stdout
