@@ -11,7 +11,7 @@ from uuid import UUID
 
 from aiohttp import web
 
-from api import applications, auth, authorities, batches, certificates, ocsp, ops, pki_files, profiles
+from api import acme, applications, auth, authorities, batches, certificates, ocsp, ops, pki_files, profiles
 from api.broker import Broker
 from api.context import (
     BROKER,
@@ -49,7 +49,7 @@ from shared.secrets.keyring import KeyRing, root_key_from
 
 ROUTE_TABLES: list[Routes] = [
     ops.routes, auth.routes, authorities.routes, profiles.routes, applications.routes, certificates.routes,
-    batches.routes, pki_files.routes, ocsp.routes,
+    batches.routes, pki_files.routes, ocsp.routes, acme.routes,
 ]
 # How often the OCSP answers each responder signed are written to the audit log (one event per responder).
 OCSP_COUNT_FLUSH_SECONDS = 60.0
@@ -69,8 +69,10 @@ def create_app(settings: Settings) -> web.Application:
                                  "hold the CA root key; remove it from the API's environment")
     app[SETTINGS] = settings
     # The API opens server-generated leaf keys for callers allowed to read them (never CA keys), so it
-    # needs the root key; without one it refuses to start. Its key ring opens keys only: it never seals.
-    app[KEYRING] = KeyRing(root_key_from(settings))
+    # needs the root key; without one it refuses to start. It seals one kind of secret: the HMAC keys of
+    # ACME external account binding (api.acme.eab), made on first use, so it may create a project's
+    # data key (on a pooled connection of its own, outside any transaction of the caller's).
+    app[KEYRING] = KeyRing(root_key_from(settings), connect=lambda: app[DB].acquire())
     app[ISSUING_CONTEXTS] = IssuingContextCache()
     app[METRICS] = Metrics()
     app[ENDPOINTS] = [ep for table in ROUTE_TABLES for ep in table.endpoints]

@@ -25,6 +25,9 @@ from shared.logging import request_id_var
 
 log = logging.getLogger("kms.api")
 LARGE_BODY_ROUTES = frozenset({"/api/v1/cert-manager/certificate-batches"})
+# The ACME server answers its own errors (oversized bodies, rate limits) as ACME problem documents,
+# which ACME clients read (api.acme.server); these middlewares leave its routes to it.
+ACME_ROUTES_PREFIX = "/api/v1/cert-manager/acme/"
 
 # Failures of PostgreSQL or the broker: the request may succeed later, so they are 503, not 500.
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
@@ -104,7 +107,8 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     large = resource is not None and resource.canonical in LARGE_BODY_ROUTES and request.method == "POST"
     limit = settings.max_batch_body_bytes if large else settings.max_body_bytes
     request[BODY_LIMIT] = limit
-    if request.content_length is not None and request.content_length > limit:
+    acme = resource is not None and resource.canonical.startswith(ACME_ROUTES_PREFIX)
+    if request.content_length is not None and request.content_length > limit and not acme:
         raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds the {limit}-byte limit")
     return await handler(request)
 
@@ -135,6 +139,8 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         await limiter.request_of_identity(identity.id)
     elif resource is None or request.match_info.http_exception is not None or resource.canonical in UNLIMITED_ROUTES:
         pass  # the router's 404/405, or a probe
+    elif resource.canonical.startswith(ACME_ROUTES_PREFIX):
+        pass  # api.acme.server takes from the same per-source bucket, and answers as ACME
     elif resource.canonical == LOGIN_PATH:
         await limiter.login_attempt(request)
     elif is_relying_party_route(request.app[ENDPOINTS], request.method, resource.canonical):

@@ -13,8 +13,10 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # OS tools the tests use: openssl (chains, TLS handshakes), pg_dump, docker-compose (validates the
-# compose file without a Docker engine). Installed only if missing.
+# compose file without a Docker engine), bind9's named (the DNS server ACME dns-01 tests validate
+# against). Installed only if missing.
 missing=()
+command -v named >/dev/null || [ -x /usr/sbin/named ] || missing+=(bind9)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

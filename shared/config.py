@@ -85,6 +85,27 @@ class Settings(BaseSettings):
     # Comma-separated proxy addresses or CIDRs whose X-Forwarded-For names the source; empty: none.
     trusted_proxies: str = ""
 
+    # ACME enrollment (DESIGN.md 8). The validator (a worker on the kms.external queue) fetches http-01
+    # answers from this port and resolves dns-01 TXT records with this resolver: "system", or
+    # comma-separated addresses of DNS servers, each optionally with ":port" ("127.0.0.1:5353").
+    acme_http01_port: int = Field(default=80, ge=1, le=65535)
+    acme_dns_resolver: str = "system"
+    # A challenge is tried until it passes or this many seconds have passed since the client asked;
+    # each try waits at most acme_validation_attempt_timeout_seconds, and tries are this far apart.
+    acme_validation_timeout_seconds: float = Field(default=60.0, gt=0)
+    acme_validation_attempt_timeout_seconds: float = Field(default=10.0, gt=0)
+    acme_validation_retry_seconds: float = Field(default=3.0, gt=0)
+    acme_nonce_lifetime_seconds: int = Field(default=3600, ge=10)
+    acme_order_lifetime_seconds: int = Field(default=7 * 86400, ge=60)
+    # Caps per account: orders not yet final (pending, ready, processing), and new orders per window;
+    # past either the server answers 429 rateLimited with Retry-After. 0 turns a cap off.
+    acme_max_pending_orders: int = Field(default=300, ge=0)
+    acme_new_orders_per_window: int = Field(default=300, ge=0)
+    acme_new_orders_window_seconds: int = Field(default=3 * 3600, ge=1)
+    # How often beat removes expired nonces, orders and authorizations, and re-sends validations whose
+    # message was lost.
+    acme_cleanup_interval_seconds: float = Field(default=300.0, gt=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

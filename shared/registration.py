@@ -105,9 +105,12 @@ async def repeated_request(conn: Executor, project_id: UUID, idempotency_key: st
 
 async def register_request(conn: Executor, ctx: IssuingContext, *, csr_pem: str | None,
                            attributes: IssueAttributes | None, remove_roots: bool, requested_by: UUID | None,
-                           idempotency_key: str | None = None, request_hash: bytes | None = None) -> Registered:
+                           idempotency_key: str | None = None, request_hash: bytes | None = None,
+                           renewal_of: UUID | None = None) -> Registered:
     """A new pending request for ``ctx``'s profile from a CSR (or, without one, for a key the server
-    makes), validated first; or, for a repeated idempotency key, the request it repeats."""
+    makes), validated first; or, for a repeated idempotency key, the request it repeats. ``renewal_of``
+    links it to the certificate it renews (ACME's re-order of the same names); the worker then refuses
+    it if that certificate was revoked in between, and links both ways when it signs."""
     project_id = ctx.profile.project_id
     if idempotency_key is not None:
         existing = await repeated_request(conn, project_id, idempotency_key, request_hash)
@@ -118,7 +121,8 @@ async def register_request(conn: Executor, ctx: IssuingContext, *, csr_pem: str 
     row = await requests_db.insert_request(
         conn, project_id=project_id, profile_id=ctx.profile.id, csr_pem=csr_pem,
         attributes=stored_attributes(attributes), server_key=csr_pem is None, remove_roots=remove_roots,
-        requested_by=requested_by, idempotency_key=idempotency_key, request_hash=request_hash)
+        requested_by=requested_by, idempotency_key=idempotency_key, request_hash=request_hash,
+        renewal_of=renewal_of)
     if row is not None:
         return Registered(row, created=True)
     # A concurrent request with the same key inserted first: answer with it.

@@ -28,6 +28,9 @@ SIGN_CRL: Final = "kms.sign_crl"
 REFRESH_CRLS: Final = "kms.refresh_crls"
 ISSUE_OCSP_RESPONDER: Final = "kms.issue_ocsp_responder"
 REFRESH_OCSP_RESPONDERS: Final = "kms.refresh_ocsp_responders"
+# ACME (DESIGN.md 8): challenge validation makes outbound connections, so it rides the network queue.
+ACME_VALIDATE: Final = "kms.acme_validate"
+ACME_CLEANUP: Final = "kms.acme_cleanup"
 
 # The doorbell (issue 11): a Redis key the API sets (SET NX, expiring after DOORBELL_HOLD_MS) when it sends
 # a chunk of new single requests, and the worker deletes before it claims every ready request. While it
@@ -58,7 +61,8 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         "task_routes": {ISSUE_BATCH_CHUNK: {"queue": QUEUE_SIGNING}, RECONCILE: {"queue": QUEUE_CONTROL},
                         RENEW_DUE: {"queue": QUEUE_CONTROL}, SIGN_CRL: {"queue": QUEUE_SIGNING},
                         REFRESH_CRLS: {"queue": QUEUE_CONTROL}, ISSUE_OCSP_RESPONDER: {"queue": QUEUE_CONTROL},
-                        REFRESH_OCSP_RESPONDERS: {"queue": QUEUE_CONTROL}},
+                        REFRESH_OCSP_RESPONDERS: {"queue": QUEUE_CONTROL}, ACME_VALIDATE: {"queue": QUEUE_EXTERNAL},
+                        ACME_CLEANUP: {"queue": QUEUE_CONTROL}},
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "worker_hijack_root_logger": False,

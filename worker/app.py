@@ -10,7 +10,7 @@ from celery.signals import setup_logging, worker_init
 from shared.config import get_settings
 from shared.logging import configure_logging
 from shared.secrets.keyring import ca_root_key_from, root_key_from
-from shared.tasks import RECONCILE, REFRESH_CRLS, REFRESH_OCSP_RESPONDERS, RENEW_DUE, celery_config
+from shared.tasks import ACME_CLEANUP, RECONCILE, REFRESH_CRLS, REFRESH_OCSP_RESPONDERS, RENEW_DUE, celery_config
 
 settings = get_settings()
 # Refuse to start without a root key and a CA root key: a worker that cannot seal keys must not sign anything.
@@ -29,6 +29,9 @@ app.conf.beat_schedule = {
     # CRLs whose nextUpdate approaches (or CAs without one) are re-signed long before a client sees one stale.
     "refresh-crls": {"task": REFRESH_CRLS, "schedule": settings.crl_refresh_interval_seconds,
                      "options": {"expires": max(60.0, settings.crl_refresh_interval_seconds * 2)}},
+    # ACME (worker.acme_validation): expired nonces, orders and authorizations go; lost validations ring again.
+    "acme-cleanup": {"task": ACME_CLEANUP, "schedule": settings.acme_cleanup_interval_seconds,
+                     "options": {"expires": max(60.0, settings.acme_cleanup_interval_seconds * 2)}},
     # Each CA's delegated OCSP responder certificate, re-issued once half its validity is gone.
     "refresh-ocsp-responders": {"task": REFRESH_OCSP_RESPONDERS, "schedule": settings.ocsp_refresh_interval_seconds,
                                 "options": {"expires": max(60.0, settings.ocsp_refresh_interval_seconds * 2)}},

@@ -11,7 +11,7 @@ from uuid import UUID
 import redis
 
 from shared import tasks as names
-from worker import authorities, issuance, ocsp, reconciler, renewal, revocation
+from worker import acme_validation, authorities, issuance, ocsp, reconciler, renewal, revocation
 from worker.app import app
 from worker.ca_keys import CaKeyCache
 from worker.runtime import runtime
@@ -127,6 +127,30 @@ def refresh_crls() -> int:
     return rt.run(revocation.refresh_due(rt, ca_keys()))
 
 
+@app.task(name=names.ACME_VALIDATE, bind=True, max_retries=None)
+def acme_validate(self, challenge_id: str) -> str:  # type: ignore[no-untyped-def]
+    """One try at an ACME challenge (worker.acme_validation); tries again later while its bounded total
+    time remains, so the retries end by themselves."""
+    rt = runtime()
+    try:
+        outcome = rt.run(acme_validation.validate(rt, UUID(challenge_id)))
+    except TRANSIENT as exc:
+        if self.request.retries >= 50:
+            raise
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    if outcome.status == "retry":
+        raise self.retry(countdown=rt.settings.acme_validation_retry_seconds)
+    return outcome.status
+
+
+@app.task(name=names.ACME_CLEANUP, ignore_result=True)
+def acme_cleanup() -> dict[str, int]:
+    """Remove expired ACME nonces, orders and authorizations; re-ring stalled validations."""
+    rt = runtime()
+    done = rt.run(acme_validation.clean_up(
+        rt, resend=lambda cid: acme_validate.apply_async(args=[cid], queue=names.QUEUE_EXTERNAL)))
+    return {"nonces": done.nonces, "orders": done.orders, "authorizations": done.authorizations,
+            "resent": done.resent}
 @app.task(name=names.ISSUE_OCSP_RESPONDER, bind=True, max_retries=8)
 def issue_ocsp_responder(self, ca_id: str) -> str:  # type: ignore[no-untyped-def]
     """A CA's delegated OCSP responder, asked for by an API that found none current."""

@@ -8,10 +8,11 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from api.acme.eab import eab_key, encode_key
 from api.auth import caller_project, current_identity
 from api.body import parse, path_uuid, query_int, query_uuid, storable
 from api.certificates.handlers import private_key_pem
-from api.context import DB
+from api.context import DB, KEYRING
 from api.profiles import schemas
 from api.render import json_response
 from api.routing import Routes
@@ -21,7 +22,7 @@ from shared.db import audit
 from shared.db import policies as db
 from shared.db.policies import PolicyRow, ProfileRow
 from shared.db.requests import CertificateRow
-from shared.errors import Conflict, FieldError, NotFound, ValidationFailure
+from shared.errors import BadRequest, Conflict, FieldError, NotFound, ValidationFailure
 
 routes = Routes("certificate policies and profiles")
 POLICIES = "/api/v1/cert-manager/certificate-policies"
@@ -312,3 +313,20 @@ async def latest_active_bundle(request: web.Request) -> web.Response:
         certificate_id=cert.id, certificate=cert.certificate_pem, certificate_chain=cert.chain_pem,
         issuing_ca_certificate=cert.issuing_ca_pem, private_key=key, serial_number=cert.serial_number,
         not_after=cert.not_after))
+
+
+@routes.route("GET", PROFILES + "/{profileId}/acme/eab-secret/reveal",
+              summary="The ACME external account binding of a profile: eabKid (the profile id) and eabSecret",
+              response=schemas.EabSecret)
+async def reveal_eab_secret(request: web.Request) -> web.Response:
+    # The issuer role: an ACME client bound with this key can issue from the profile, which the issuer
+    # role may do anyway. Every reveal is audited.
+    profile = await _profile(request, "issuer")
+    if profile.enrollment_type != "acme":
+        raise BadRequest("the profile does not enroll over ACME (enrollmentType is not acme)",
+                         [FieldError("profileId", "not an ACME profile")])
+    async with request.app[DB].acquire() as conn:
+        key = await eab_key(conn, request.app[KEYRING], profile.id, profile.project_id)
+        await audit.record(conn, project_id=profile.project_id, actor=_actor(request),
+                           action="profile.acme_eab_secret.reveal", subject_type="profile", subject_id=str(profile.id))
+    return _json(schemas.EabSecret(eab_kid=str(profile.id), eab_secret=encode_key(key)))

@@ -254,3 +254,11 @@ class LatestBundle(CamelModel):
     private_key: str | None
     serial_number: str
     not_after: datetime
+
+
+class EabSecret(CamelModel):
+    """ACME external account binding credentials: ``eabKid`` is the profile id, ``eabSecret`` the HMAC key
+    (base64url, as certbot's --eab-hmac-key and cert-manager take it)."""
+
+    eab_kid: str
+    eab_secret: str

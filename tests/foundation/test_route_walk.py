@@ -186,6 +186,28 @@ async def fresh_revocation(world: World, admin: ApiClient) -> Call:
     return Call(f"{path}/revoke", {"revocationReason": "SUPERSEDED"})
 
 
+ACME = "/api/v1/cert-manager/acme/profiles/{profileId}"
+
+
+async def fresh_acme_profile(world: World, admin: ApiClient) -> str:
+    body = {**profile_body(world), "enrollmentType": "acme", "acmeConfig": {"skipEabBinding": False}}
+    del body["apiConfig"]
+    return await created(admin, PROFILES, body, wrapper="certificateProfile")
+
+
+def on_acme(tail: str) -> Build:
+    """An ACME resource of a new ACME profile: public routes (the JWS authenticates); a POST without an
+    application/jose+json body is 415 for every caller, before anything is looked up."""
+    async def build(world: World, admin: ApiClient) -> Call:
+        profile_id = await fresh_acme_profile(world, admin)
+        return Call(ACME.replace("{profileId}", profile_id) + tail.format(id="3f1c8f52-5d8e-4a43-9d2e-0e7a3c1b9f10"))
+    return build
+
+
+async def eab_reveal(world: World, admin: ApiClient) -> Call:
+    return Call(f"{PROFILES}/{await fresh_acme_profile(world, admin)}/acme/eab-secret/reveal")
+
+
 def _cert(world: World, tail: str = "") -> Call:
     return Call(f"{ISSUE}/{world.certificate_id}{tail}")
 
@@ -281,6 +303,23 @@ EXPECTED: dict[Route, Expect] = {
     ("GET", CA + "/{caId}/crls"): Expect("viewer", (200,), at(lambda w: Call(f"{CA}/{w.root_id}/crls"))),
     ("GET", CA + "/{caId}/certificates/{caCertId}/der"): Expect(
         None, (200,), at(lambda w: Call(f"{CA}/{w.root_id}/certificates/{w.root_id}/der"))),
+    # -- ACME (DESIGN.md 8): public, the JWS authenticates; the EAB key is revealed to issuers --------
+    ("GET", PROFILES + "/{profileId}/acme/eab-secret/reveal"): Expect("issuer", (200,), eab_reveal),
+    ("GET", ACME + "/directory"): Expect(None, (200,), on_acme("/directory")),
+    ("HEAD", ACME + "/new-nonce"): Expect(None, (200,), on_acme("/new-nonce")),
+    ("GET", ACME + "/new-nonce"): Expect(None, (204,), on_acme("/new-nonce")),
+    ("POST", ACME + "/new-account"): Expect(None, (415,), on_acme("/new-account")),
+    ("POST", ACME + "/accounts/{accountId}"): Expect(None, (415,), on_acme("/accounts/{id}")),
+    ("POST", ACME + "/accounts/{accountId}/orders"): Expect(None, (415,), on_acme("/accounts/{id}/orders")),
+    ("POST", ACME + "/key-change"): Expect(None, (415,), on_acme("/key-change")),
+    ("POST", ACME + "/new-order"): Expect(None, (415,), on_acme("/new-order")),
+    ("POST", ACME + "/orders/{orderId}"): Expect(None, (415,), on_acme("/orders/{id}")),
+    ("POST", ACME + "/orders/{orderId}/finalize"): Expect(None, (415,), on_acme("/orders/{id}/finalize")),
+    ("POST", ACME + "/orders/{orderId}/certificate"): Expect(None, (415,), on_acme("/orders/{id}/certificate")),
+    ("POST", ACME + "/authorizations/{authorizationId}"): Expect(None, (415,), on_acme("/authorizations/{id}")),
+    ("POST", ACME + "/authorizations/{authorizationId}/challenges/{challengeId}"): Expect(
+        None, (415,), on_acme("/authorizations/{id}/challenges/{id}")),
+    ("POST", ACME + "/revoke-cert"): Expect(None, (415,), on_acme("/revoke-cert")),
     # -- OCSP (public; every answer is an OCSP response with HTTP 200, here malformedRequest) --------
     ("POST", "/api/v1/cert-manager/ocsp/{caId}"): Expect(
         None, (200,), at(lambda w: Call(f"/api/v1/cert-manager/ocsp/{w.issuing_id}", {"not": "ocsp"}))),
