@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     public_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # Let several API processes listen on the same port (SO_REUSEPORT): the kernel spreads connections.
+    api_reuse_port: bool = False
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
