@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from aiohttp import web
 
-from api import applications, auth, authorities, batches, certificates, ocsp, ops, pki_files, profiles
+from api import applications, auth, authorities, batches, certificates, external, ocsp, ops, pki_files, profiles
 from api.broker import Broker
 from api.context import (
     BROKER,
@@ -46,7 +46,7 @@ from shared.secrets.keyring import KeyRing, root_key_from
 
 ROUTE_TABLES: list[Routes] = [
     ops.routes, auth.routes, authorities.routes, profiles.routes, applications.routes, certificates.routes,
-    batches.routes, pki_files.routes, ocsp.routes,
+    batches.routes, pki_files.routes, ocsp.routes, external.routes, external.challenge_routes,
 ]
 # How often the OCSP answers each responder signed are written to the audit log (one event per responder).
 OCSP_COUNT_FLUSH_SECONDS = 60.0

@@ -28,6 +28,10 @@ SIGN_CRL: Final = "kms.sign_crl"
 REFRESH_CRLS: Final = "kms.refresh_crls"
 ISSUE_OCSP_RESPONDER: Final = "kms.issue_ocsp_responder"
 REFRESH_OCSP_RESPONDERS: Final = "kms.refresh_ocsp_responders"
+# External CAs (worker.external): obtain a request's certificate from its upstream CA, and register an ACME
+# CA's account. Both network-bound, on kms.external.
+OBTAIN_EXTERNAL: Final = "kms.obtain_external"
+REGISTER_ACME_ACCOUNT: Final = "kms.register_acme_account"
 
 
 def celery_config(broker_url: str) -> dict[str, Any]:
@@ -50,7 +54,8 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         "task_routes": {ISSUE_BATCH_CHUNK: {"queue": QUEUE_SIGNING}, RECONCILE: {"queue": QUEUE_CONTROL},
                         RENEW_DUE: {"queue": QUEUE_CONTROL}, SIGN_CRL: {"queue": QUEUE_SIGNING},
                         REFRESH_CRLS: {"queue": QUEUE_CONTROL}, ISSUE_OCSP_RESPONDER: {"queue": QUEUE_CONTROL},
-                        REFRESH_OCSP_RESPONDERS: {"queue": QUEUE_CONTROL}},
+                        REFRESH_OCSP_RESPONDERS: {"queue": QUEUE_CONTROL}, OBTAIN_EXTERNAL: {"queue": QUEUE_EXTERNAL},
+                        REGISTER_ACME_ACCOUNT: {"queue": QUEUE_EXTERNAL}},
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "worker_hijack_root_logger": False,

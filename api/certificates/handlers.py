@@ -123,9 +123,14 @@ async def _render(request: web.Request, identity: Identity, found: RequestWithCe
     return web.json_response(body.to_json(), status=status or 200, headers=headers)
 
 
-def _enqueue(request: web.Request, request_id: UUID) -> None:
+async def _enqueue(request: web.Request, row: RequestRow) -> None:
+    if row.issuer_kind == "external":
+        # An external CA's request has a task of its own on kms.external (one upstream order each), never
+        # the signers' doorbell; the reconciler re-sends it if this message is lost.
+        await request.app[BROKER].send_best_effort(task_names.OBTAIN_EXTERNAL, [str(row.id)])
+        return
     # Coalesced with requests arriving at the same moment into one chunk message (see Broker.ring).
-    request.app[BROKER].ring(str(request_id))
+    request.app[BROKER].ring(str(row.id))
 
 
 @routes.route("POST", BASE, summary="Request a certificate (202 with a request to poll; 200 once issued within ?wait)",
@@ -149,7 +154,7 @@ async def issue(request: web.Request) -> web.Response:
         pool, ctx, csr_pem=body.csr, attributes=body.issue_attributes(), remove_roots=body.removes_roots(),
         requested_by=identity.id, idempotency_key=idempotency_key, request_hash=fingerprint)
     if registered.created:
-        _enqueue(request, registered.request.id)
+        await _enqueue(request, registered.request)
     return await _answer(request, identity, registered.request, wait, IssueAnswer)
 
 
@@ -306,7 +311,7 @@ async def renew(request: web.Request) -> web.Response:
     assert ctx is not None
     row = await registration.register_renewal(pool, ctx, original=original, certificate=cert,
                                               requested_by=identity.id, remove_roots=body.remove_roots_from_chain)
-    _enqueue(request, row.id)
+    await _enqueue(request, row)
     return await _answer(request, identity, row, wait, RenewAnswer)
 
 
