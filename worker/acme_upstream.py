@@ -159,16 +159,31 @@ class AcmeIssuer:
         return self._post(url, None)  # POST-as-GET (RFC 8555 6.3)
 
     def _new_order(self, csr_pem: str) -> str:
-        csr = x509.load_pem_x509_csr(csr_pem.encode())
-        dns_names, ips = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
-        identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in dns_names]
-        identifiers += [messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(ip)) for ip in ips]
         client = self._connect()
-        response = self._post(client.directory["newOrder"], messages.NewOrder(identifiers=identifiers))
+        response = self._post(client.directory["newOrder"], messages.NewOrder(identifiers=_identifiers(csr_pem)))
         location = response.headers.get("Location")
         if not location:
             raise UpstreamRefused("new order: the CA answered without the order's URL (Location)")
         return str(location)
+
+    def _find_placed(self, csr_pem: str, known: set[str]) -> str | None:
+        """An open order of this account for exactly the CSR's identifiers that no request holds, or None (also
+        when the upstream does not list an account's orders, as Let's Encrypt does not)."""
+        assert self.net.account is not None
+        account = self._get(self.net.account.uri).json()
+        wanted = {(i.typ.name, i.value) for i in _identifiers(csr_pem)}
+        page: str | None = account.get("orders") if isinstance(account, dict) else None
+        while page:
+            response = self._get(page)
+            for url in response.json().get("orders", []):
+                if url in known:
+                    continue
+                order, _ = self._order(url)
+                status = order.status.name if order.status is not None else ""
+                if status != "invalid" and {(i.typ.name, i.value) for i in order.identifiers} == wanted:
+                    return str(url)
+            page = response.links.get("next", {}).get("url")
+        return None
 
     def _order(self, url: str) -> tuple[messages.Order, float | None]:
         response = self._get(url)
@@ -181,8 +196,18 @@ class AcmeIssuer:
 
     # -- the order -----------------------------------------------------------------------------------
 
-    async def obtain(self, csr_pem: str, order_url: str | None, journal: OrderJournal) -> Signed:
+    async def obtain(self, csr_pem: str, order_url: str | None, journal: OrderJournal, *,
+                     maybe_placed: bool = False) -> Signed:
+        if order_url is None and maybe_placed:
+            # A newOrder of an earlier attempt may have reached the upstream while its answer was lost: look
+            # among the account's orders (RFC 8555 7.1.2.1) for one for these names that no request holds.
+            known = await journal.known_orders()
+            order_url = await self._call("order lookup", partial(self._find_placed, csr_pem, known))
+            if order_url is not None:
+                await journal.placed(order_url)
+                log.info("upstream order of a lost answer found", extra={"order_url": order_url, "ca": self.name})
         if order_url is None:
+            await journal.placing()
             order_url = await self._call("new order", lambda: self._new_order(csr_pem))
             # Invariant 10: stored before the order is polled; from here on only this order is worked on.
             await journal.placed(order_url)
@@ -262,6 +287,13 @@ class AcmeIssuer:
                 await journal.publish_http01(challb.chall.encode("token"), validation)
             await self._call("challenge", lambda: self._post(challb.uri, response))
         return published
+
+
+def _identifiers(csr_pem: str) -> list[messages.Identifier]:
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    dns_names, ips = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+    identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in dns_names]
+    return identifiers + [messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(ip)) for ip in ips]
 
 
 def _guarded(net: BudgetedNetwork, what: str, fn: Callable[[], T]) -> T:

@@ -175,9 +175,16 @@ async def register_acme_account(rt: Runtime, ca_id: UUID) -> str:
 # -- a request ------------------------------------------------------------------------------------------
 
 class _Journal:
-    def __init__(self, conn: asyncpg.Connection, request_id: UUID) -> None:
+    def __init__(self, conn: asyncpg.Connection, request_id: UUID, ca_id: UUID) -> None:
         self.conn = conn
         self.request_id = request_id
+        self.ca_id = ca_id
+
+    async def placing(self) -> None:
+        await db.mark_placing(self.conn, self.request_id)
+
+    async def known_orders(self) -> set[str]:
+        return set(await db.order_urls(self.conn, self.ca_id))
 
     async def placed(self, order_url: str) -> None:
         await db.store_order_url(self.conn, self.request_id, order_url)  # one statement: committed on return
@@ -255,7 +262,8 @@ async def _work(rt: Runtime, conn: asyncpg.Connection, req: RequestRow, token: U
                             account_key=key, budget=budget, ca_bundle=account.ca_bundle, dns=dns,
                             settings=AcmeSettings(s.external_http_timeout_seconds, s.external_poll_seconds,
                                                   s.external_dns_propagation_seconds))
-        signed = await issuer.obtain(order.csr_pem, order.order_url, _Journal(conn, req.id))
+        signed = await issuer.obtain(order.csr_pem, order.order_url, _Journal(conn, req.id, ca.id),
+                                     maybe_placed=order.state == "placing")
     except UpstreamRefused as exc:
         return await _fail(conn, req, token, f"the external CA {ca.name!r} refused: {exc}")
     except (EnvelopeError, DnsProviderError) as exc:

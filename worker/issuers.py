@@ -36,17 +36,26 @@ class Issuer(Protocol):
 class OrderJournal(Protocol):
     """Where an external issuer writes down what it did upstream, as it does it (DESIGN.md invariant 10)."""
 
+    async def placing(self) -> None:
+        """A new order is about to be asked for: committed first, so that an answer lost on the way is looked
+        for upstream (``maybe_placed``) rather than ordered again."""
+
     async def placed(self, order_url: str) -> None:
         """The upstream order now exists: committed before the issuer asks anything more of it."""
+
+    async def known_orders(self) -> set[str]:
+        """Every order URL already recorded for this CA (those belong to other requests)."""
 
     async def publish_http01(self, token: str, key_authorization: str) -> None:
         """An http-01 answer for the service's /.well-known/acme-challenge/ route to serve."""
 
 
 class ExternalIssuer(Protocol):
-    async def obtain(self, csr_pem: str, order_url: str | None, journal: OrderJournal) -> Signed:
+    async def obtain(self, csr_pem: str, order_url: str | None, journal: OrderJournal, *,
+                     maybe_placed: bool = False) -> Signed:
         """The certificate for ``csr_pem``: from the order at ``order_url`` when one was placed before (it
-        is resumed, never placed again), else from a new order. Raises ``UpstreamTransient`` (try again
+        is resumed, never placed again), else (once an order placed by a lost attempt, ``maybe_placed``, is
+        looked for upstream and not found) from a new order. Raises ``UpstreamTransient`` (try again
         later) or ``UpstreamRefused`` (final), each with the upstream's own reason."""
 
 

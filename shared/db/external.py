@@ -239,6 +239,13 @@ async def store_order_url(conn: Executor, request_id: UUID, order_url: str) -> N
                        " WHERE request_id = $1 AND order_url IS NULL", request_id, order_url)
 
 
+async def mark_placing(conn: Executor, request_id: UUID) -> None:
+    """Committed just before newOrder is sent: if its answer is lost (the upstream froze, the worker died),
+    the next attempt knows an order may exist upstream without a recorded URL."""
+    await conn.execute("UPDATE external_orders SET state = 'placing', updated_at = now()"
+                       " WHERE request_id = $1 AND order_url IS NULL", request_id)
+
+
 async def set_order_state(conn: Executor, request_id: UUID, state: str) -> None:
     await conn.execute("UPDATE external_orders SET state = $2, updated_at = now() WHERE request_id = $1",
                        request_id, state)

@@ -4,10 +4,9 @@ loopback). The fault tests make a world of their own per test (tests/external/te
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-
-import secrets
 
 import aiohttp
 import pytest

@@ -55,9 +55,10 @@ CREATE TABLE external_orders (
     encrypted_private_key  bytea,
     key_algorithm          text,
     order_url              text,
-    -- creating (before the order exists) | ordered | finalized | done | failed
+    -- creating (nothing asked upstream yet) | placing (a newOrder was sent, its answer not yet recorded: a
+    -- later attempt looks for that order upstream before it places one) | ordered | done | failed
     state                  text NOT NULL DEFAULT 'creating'
-                           CHECK (state IN ('creating', 'ordered', 'finalized', 'done', 'failed')),
+                           CHECK (state IN ('creating', 'placing', 'ordered', 'done', 'failed')),
     -- Transient upstream failures (unreachable, 5xx, rate limited), each retried after a backoff.
     upstream_attempts      integer NOT NULL DEFAULT 0,
     next_attempt_at        timestamptz,
