@@ -56,6 +56,11 @@ HTTP01_TTL_SECONDS = 3600.0
 DEFAULT_POLL_SECONDS = 1.0
 
 
+class AccountUnknown(UpstreamTransient):
+    """The upstream no longer knows the CA's account (RFC 8555 accountDoesNotExist: a test CA restarted, an
+    account purged): the account is registered again with the same key, and the request retried."""
+
+
 @dataclass(frozen=True)
 class AcmeSettings:
     http_timeout: float
@@ -302,6 +307,8 @@ def _guarded(net: BudgetedNetwork, what: str, fn: Callable[[], T]) -> T:
         return fn()
     except messages.Error as exc:
         text = f"{what}: {exc}"
+        if exc.code == "accountDoesNotExist":
+            raise AccountUnknown(text) from exc
         if exc.code in TRANSIENT_CODES or net.last_status >= 500:
             raise UpstreamTransient(text, net.last_retry_after) from exc
         raise UpstreamRefused(text) from exc

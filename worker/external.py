@@ -58,7 +58,7 @@ from shared.policy.evaluation import evaluate_request
 from shared.profiles import load_issuing_context
 from shared.renewal import stamp as renewal_stamp
 from shared.secrets.envelope import EnvelopeError
-from worker.acme_upstream import AcmeIssuer, AcmeSettings, register_account
+from worker.acme_upstream import AccountUnknown, AcmeIssuer, AcmeSettings, register_account
 from worker.dns_providers import DnsProvider, DnsProviderError, provider_from
 from worker.issuance import CERT_TABLE, TRANSIENT_DB
 from worker.issuers import UpstreamRefused, UpstreamTransient
@@ -264,6 +264,14 @@ async def _work(rt: Runtime, conn: asyncpg.Connection, req: RequestRow, token: U
                                                   s.external_dns_propagation_seconds))
         signed = await issuer.obtain(order.csr_pem, order.order_url, _Journal(conn, req.id, ca.id),
                                      maybe_placed=order.state == "placing")
+    except AccountUnknown as exc:
+        try:
+            await _register_again(rt, conn, ca, account, key, secrets, budget)
+        except UpstreamRefused as refused:
+            return await _fail(conn, req, token, f"the external CA {ca.name!r} refused: {refused}")
+        except UpstreamTransient as again:
+            return await _retry_later(rt, conn, req, token, ca, again)
+        return await _retry_later(rt, conn, req, token, ca, UpstreamTransient(str(exc), 0.0))
     except UpstreamRefused as exc:
         return await _fail(conn, req, token, f"the external CA {ca.name!r} refused: {exc}")
     except (EnvelopeError, DnsProviderError) as exc:
@@ -274,6 +282,19 @@ async def _work(rt: Runtime, conn: asyncpg.Connection, req: RequestRow, token: U
         budget.close()
     order = await db.get_order(conn, req.id) or order
     return await _store(rt, conn, req, token, ca, order, signed, api_config)
+
+
+async def _register_again(rt: Runtime, conn: asyncpg.Connection, ca: Authority, account: AcmeAccount, key: Any,
+                          secrets: dict[str, str], budget: UpstreamBudget) -> None:
+    """The upstream forgot the CA's account: register the same key again and record the account's new URL."""
+    import asyncio
+
+    url = await asyncio.to_thread(
+        register_account, directory_url=account.directory_url, email=account.account_email, account_key=key,
+        budget=budget, ca_bundle=account.ca_bundle, eab_kid=account.eab_kid, eab_hmac_key=secrets.get("eabHmacKey"),
+        timeout=rt.settings.external_http_timeout_seconds)
+    await db.set_account_url(conn, ca.id, url)
+    log.warning("ACME account registered again", extra={"ca_id": str(ca.id), "account_url": url})
 
 
 async def _validate(conn: asyncpg.Connection, req: RequestRow

@@ -106,6 +106,11 @@ async def activate_acme(conn: Executor, ca_id: UUID, account_url: str) -> None:
                        " updated_at = now() WHERE id = $1 AND status = 'pending'", ca_id)
 
 
+async def set_account_url(conn: Executor, ca_id: UUID, account_url: str) -> None:
+    await conn.execute("UPDATE acme_accounts SET account_url = $2, updated_at = now() WHERE ca_id = $1",
+                       ca_id, account_url)
+
+
 async def stale_pending_acme(conn: Executor, older_than_seconds: float, limit: int = 500) -> list[UUID]:
     rows = await conn.fetch(
         "SELECT id FROM certificate_authorities WHERE status = 'pending' AND type = 'acme'"
