@@ -13,10 +13,13 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # OS tools the tests use: openssl (chains, TLS handshakes), pg_dump, docker-compose (validates the
-# compose file without a Docker engine). Installed only if missing.
+# compose file without a Docker engine), and the external-CA tests' upstream peers: pebble (Let's Encrypt's
+# test ACME server, with pebble-challtestsrv) and bind9 (RFC 2136 updates for dns-01). Installed only if missing.
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v pebble >/dev/null || missing+=(pebble)
+{ command -v named >/dev/null || [ -x /usr/sbin/named ]; } || missing+=(bind9)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; } || true
 fi

@@ -37,7 +37,7 @@ from tests.stack import free_port
 
 ZONE = "ext.test"
 TSIG_NAME = "kms-test-key."
-PACKAGES = {"pebble": "pebble", "named": "bind9", "nsupdate": "bind9-dnsutils"}
+PACKAGES = {"pebble": "pebble", "named": "bind9"}
 
 
 def ensure_installed() -> None:
