@@ -11,6 +11,7 @@ from pydantic import Field
 
 from api.body import parse, parse_json_or_form, path_uuid, query_uuid
 from api.context import DB, IDENTITY, RATE_LIMITER, SETTINGS
+from api.render import json_response
 from api.routing import Routes
 from shared import access
 from shared.camel import CamelModel
@@ -108,7 +109,7 @@ async def login(request: web.Request) -> web.Response:
     result = await access.login(request.app[DB], body.client_id, body.client_secret,
                                 settings.token_ttl_seconds, settings.token_max_ttl_seconds)
     await limiter.login_succeeded(body.client_id)
-    return web.json_response(LoginResult.of(result).to_json())
+    return json_response(LoginResult.of(result).to_json())
 
 
 # Public: the KMS agent renews from a fresh client that sends the token in the body only (the Node SDK
@@ -118,7 +119,7 @@ async def login(request: web.Request) -> web.Response:
 async def renew_token(request: web.Request) -> web.Response:
     body = await parse(request, TokenRenewBody)
     result = await access.renew(request.app[DB], body.access_token, request.app[SETTINGS].token_ttl_seconds)
-    return web.json_response(LoginResult.of(result).to_json())
+    return json_response(LoginResult.of(result).to_json())
 
 
 @routes.route("GET", "/api/v1/projects/slug/{slug}", summary="The caller's project, by its slug",
@@ -126,7 +127,7 @@ async def renew_token(request: web.Request) -> web.Response:
 async def project_by_slug(request: web.Request) -> web.Response:
     slug = request.match_info["slug"]
     project = await access.project_by_slug(request.app[DB], current_identity(request), slug)
-    return web.json_response(ProjectView(id=project.id, name=project.name, slug=project.slug).to_json())
+    return json_response(ProjectView(id=project.id, name=project.name, slug=project.slug).to_json())
 
 
 @routes.route("POST", "/api/v1/projects/{projectId}/identities", summary="Create a machine identity",
@@ -138,7 +139,7 @@ async def create_identity(request: web.Request) -> web.Response:
     new = await access.create_identity(request.app[DB], project_id=project_id, name=body.name,
                                        role=body.role, actor=actor(request))
     view = CreatedIdentity(**IdentityView.of(new.identity).model_dump(), client_secret=new.client_secret)
-    return web.json_response(view.to_json(), status=201)
+    return json_response(view.to_json(), status=201)
 
 
 @routes.route("GET", "/api/v1/projects/{projectId}/identities", summary="List machine identities",
@@ -147,7 +148,7 @@ async def list_identities(request: web.Request) -> web.Response:
     project_id = path_uuid(request, "projectId")
     access.authorize(current_identity(request), project_id, "admin")
     items = await access.list_identities(request.app[DB], project_id)
-    return web.json_response(IdentityList(items=[IdentityView.of(i) for i in items]).to_json())
+    return json_response(IdentityList(items=[IdentityView.of(i) for i in items]).to_json())
 
 
 @routes.route("DELETE", "/api/v1/projects/{projectId}/identities/{identityId}",

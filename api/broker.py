@@ -14,7 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from celery import Celery
 
-from shared.tasks import ISSUE_BATCH_CHUNK, celery_config
+from shared.tasks import DOORBELL_HOLD_MS, DOORBELL_KEY, ISSUE_BATCH_CHUNK, celery_config
 
 log = logging.getLogger("kms.api")
 # How long a request may wait for others to share its message, and the most one message carries.
@@ -74,7 +74,14 @@ class Broker:
             task.add_done_callback(self._in_flight.discard)
 
     async def _send_chunk(self, ids: list[str]) -> None:
-        await self.send_best_effort(ISSUE_BATCH_CHUNK, [ids])
+        if self._redis is not None:
+            try:
+                rang = await self._redis.set(DOORBELL_KEY, b"1", nx=True, px=DOORBELL_HOLD_MS)
+            except Exception:  # Redis trouble: ring anyway (a spare message costs little)
+                rang = True
+            if not rang:
+                return  # a doorbell chunk is on its way: its worker claims these requests too
+        await self.send_best_effort(ISSUE_BATCH_CHUNK, [ids, None, True])
 
     async def ping(self, limit: float = 2.0) -> None:
         """Raises if the broker cannot be reached within ``limit`` seconds."""

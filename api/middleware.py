@@ -18,7 +18,7 @@ from api.body import BODY_LIMIT
 from api.context import DB, ENDPOINTS, IDENTITY, METRICS, RATE_LIMITER, REQUEST_ID, SETTINGS
 from api.problem import from_error, problem_response
 from api.rate_limits import UNLIMITED_ROUTES
-from api.routing import Handler, is_public
+from api.routing import Handler, is_public, is_relying_party_route
 from shared import access
 from shared.errors import KmsError, PayloadTooLarge, Unauthorized
 from shared.logging import request_id_var
@@ -137,6 +137,8 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         pass  # the router's 404/405, or a probe
     elif resource.canonical == LOGIN_PATH:
         await limiter.login_attempt(request)
+    elif is_relying_party_route(request.app[ENDPOINTS], request.method, resource.canonical):
+        await limiter.relying_party_request(request)
     else:
         await limiter.unauthenticated_request(request)
     return await handler(request)

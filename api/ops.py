@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from api.context import BROKER, DB, ENDPOINTS, METRICS
+from api.render import json_response
 from api.routing import Routes, openapi_document
 from shared.db.pool import ping as db_ping
 from shared.errors import ServiceUnavailable
@@ -18,12 +19,12 @@ log = logging.getLogger("kms.api")
 
 @routes.route("GET", "/healthz", summary="The process is up", public=True)
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @routes.route("GET", "/api/status", summary="Upstream's health check (older clients)", public=True)
 async def status(request: web.Request) -> web.Response:
-    return web.json_response({"message": "Ok"})
+    return json_response({"message": "Ok"})
 
 
 @routes.route("GET", "/readyz", summary="PostgreSQL and the broker are reachable", public=True)
@@ -33,7 +34,7 @@ async def readyz(request: web.Request) -> web.Response:
     down = [name for name, ok in results.items() if not ok]
     if down:
         raise ServiceUnavailable(f"not ready: {', '.join(down)} unreachable", retry_after=5)
-    return web.json_response({"status": "ready", "checks": {k: "ok" for k in results}})
+    return json_response({"status": "ready", "checks": {k: "ok" for k in results}})
 
 
 async def _check(probe: object) -> bool:
@@ -53,4 +54,4 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.route("GET", "/openapi.json", summary="This API's OpenAPI 3.1 document", public=True)
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(request.app[ENDPOINTS], title="Hanzo KMS PKI", version="1"))
+    return json_response(openapi_document(request.app[ENDPOINTS], title="Hanzo KMS PKI", version="1"))

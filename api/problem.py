@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import orjson
 from aiohttp import web
 
 from shared.errors import FieldError, KmsError
@@ -44,9 +45,11 @@ def problem_response(
         "error": error or ERROR_NAMES.get(status, "Error"),
         "details": listed,
     }
-    return web.Response(
-        status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers
-    )
+    try:
+        encoded = orjson.dumps(body)
+    except TypeError:  # a lone surrogate echoed from the request: the standard library escapes it
+        encoded = json.dumps(body).encode()
+    return web.Response(status=status, body=encoded, content_type="application/problem+json", headers=headers)
 
 
 def from_error(err: KmsError, request_id: str | None) -> web.Response:

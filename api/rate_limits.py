@@ -12,6 +12,9 @@ turns that limit off):
   secrets have 256 bits, so guessing them is hopeless anyway; the limit caps the hashing a stuffing run
   gets, and where a lockout costs more than that, a burst of 0 turns it off.
 - ``identity:<identity id>``: every authenticated request of one identity (after the auth middleware).
+- ``relying-party:<source>``: the public PKI files and OCSP from one source. Much larger than ``source``:
+  relying parties behind one address (a proxy checking every client certificate) ask often, and the
+  answers are cheap; the bucket only stops a flood meant to make the responder sign without end.
 - ``source:<source>``: the other unauthenticated requests from one source (the OpenAPI document).
 
 ``/healthz``, ``/readyz`` and ``/metrics`` are never limited: probes and scrapers must see the truth
@@ -193,8 +196,11 @@ class RateLimiter:
                               settings.rate_limit_per_identity_burst, "too many requests from this identity")
         self.source = Limit("source", settings.rate_limit_per_source_per_second, settings.rate_limit_per_source_burst,
                             "too many unauthenticated requests from this address")
+        self.relying_party = Limit("relying-party", settings.rate_limit_relying_party_per_second,
+                                   settings.rate_limit_relying_party_burst,
+                                   "too many CRL or OCSP requests from this address")
         self._trusted = parse_proxies(settings.trusted_proxies)
-        limits = (self.login, self.login_failures, self.identity, self.source)
+        limits = (self.login, self.login_failures, self.identity, self.source, self.relying_party)
         self._local = {limit.kind: LocalBuckets(limit) for limit in limits}
         url = settings.rate_limit_redis_url
         if url is None and settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
@@ -220,6 +226,9 @@ class RateLimiter:
 
     async def unauthenticated_request(self, request: web.Request) -> None:
         await self._take(self.source, self.source_of(request), local_if_down=False)
+
+    async def relying_party_request(self, request: web.Request) -> None:
+        await self._take(self.relying_party, self.source_of(request), local_if_down=False)
 
     async def request_of_identity(self, identity_id: UUID) -> None:
         await self._take(self.identity, str(identity_id), local_if_down=False)

@@ -83,6 +83,15 @@ def is_public(endpoints: list[Endpoint], method: str, canonical_path: str) -> bo
     return any(ep.public and ep.method == method and ep.path == canonical_path for ep in endpoints)
 
 
+# The route tables whose public routes relying parties call: CRLs, CA certificates, OCSP.
+RELYING_PARTY_TAGS = frozenset({"pki-files", "ocsp"})
+
+
+def is_relying_party_route(endpoints: list[Endpoint], method: str, canonical_path: str) -> bool:
+    return any(ep.public and ep.tag in RELYING_PARTY_TAGS and ep.method == method and ep.path == canonical_path
+               for ep in endpoints)
+
+
 def openapi_document(endpoints: list[Endpoint], *, title: str, version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {}

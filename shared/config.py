@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     rate_limit_per_identity_burst: int = 10_000
     rate_limit_per_source_per_second: float = 20  # other unauthenticated requests from one source
     rate_limit_per_source_burst: int = 100
+    rate_limit_relying_party_per_second: float = 2000  # CRLs, CA certificates and OCSP from one source
+    rate_limit_relying_party_burst: int = 5000
     # Comma-separated proxy addresses or CIDRs whose X-Forwarded-For names the source; empty: none.
     trusted_proxies: str = ""
 

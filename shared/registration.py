@@ -166,25 +166,36 @@ def renewal_attributes(stored: dict[str, Any] | None) -> dict[str, Any] | None:
     return renewed
 
 
-async def register_renewal(conn: Executor, ctx: IssuingContext, *, original: RequestRow,
+async def register_renewal(conn: asyncpg.Connection, ctx: IssuingContext, *, original: RequestRow,
                            certificate: CertificateRow, requested_by: UUID | None,
-                           remove_roots: bool | None = None) -> RequestRow:
+                           remove_roots: bool | None = None) -> Registered:
     """A new pending request renewing ``certificate`` (made from ``original``, with ``ctx`` its
     profile): the same profile, names and chain choice (unless ``remove_roots`` says otherwise), a new
-    key, evaluated as any request is."""
+    key, evaluated as any request is.
+
+    One renewal of a certificate at a time (DESIGN.md 7, at most once): under the certificate's row lock,
+    a renewal still under way (the scan's, or another asked by hand a moment ago) is the answer
+    (``created`` False), and a new one is marked on the certificate in the transaction that writes it, so
+    the scan, which skips locked and marked certificates, never registers a second. Once that renewal has
+    ended, renewing again makes another successor."""
     assert ctx.profile.id == certificate.profile_id
     check_renewable(original, certificate)
     check_issuer_active(ctx)
     stored = renewal_attributes(original.attributes)
     evaluate_request(rules=ctx.rules, defaults=ctx.defaults, attributes=IssueAttributes.model_validate(stored or {}),
                      csr_pem=None, now=_now())
-    row = await requests_db.insert_request(
-        conn, project_id=certificate.project_id, profile_id=certificate.profile_id, csr_pem=None,
-        attributes=stored, server_key=True,
-        remove_roots=original.remove_roots if remove_roots is None else remove_roots, requested_by=requested_by,
-        renewal_of=certificate.id, issuer_kind=issuer_kind(ctx))
-    assert row is not None  # no idempotency key: nothing to conflict with
-    return row
+    async with conn.transaction():
+        under_way = await requests_db.lock_renewal_under_way(conn, certificate.id)
+        if under_way is not None:
+            return Registered(under_way, created=False)
+        row = await requests_db.insert_request(
+            conn, project_id=certificate.project_id, profile_id=certificate.profile_id, csr_pem=None,
+            attributes=stored, server_key=True,
+            remove_roots=original.remove_roots if remove_roots is None else remove_roots, requested_by=requested_by,
+            renewal_of=certificate.id, issuer_kind=issuer_kind(ctx))
+        assert row is not None  # no idempotency key: nothing to conflict with
+        await requests_db.mark_renewal(conn, certificate.id, row.id)
+    return Registered(row, created=True)
 
 
 async def register_scheduled_renewals(conn: Executor, due: list[CertificateRow],

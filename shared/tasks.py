@@ -33,6 +33,14 @@ REFRESH_OCSP_RESPONDERS: Final = "kms.refresh_ocsp_responders"
 OBTAIN_EXTERNAL: Final = "kms.obtain_external"
 REGISTER_ACME_ACCOUNT: Final = "kms.register_acme_account"
 
+# The doorbell (issue 11): a Redis key the API sets (SET NX, expiring after DOORBELL_HOLD_MS) when it sends
+# a chunk of new single requests, and the worker deletes before it claims every ready request. While it
+# is set, a chunk message is already on its way and its worker will claim what the API adds meanwhile, so
+# the API sends no other: one message per worker cycle under load, not one per request. It expires, so a
+# lost message holds nothing back longer than that (and the reconciler re-sends what stays pending).
+DOORBELL_KEY: Final = "kms:doorbell"
+DOORBELL_HOLD_MS: Final = 1000
+
 
 def celery_config(broker_url: str) -> dict[str, Any]:
     """Settings shared by the worker's Celery app and the API's sending-only app."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -44,6 +45,9 @@ from worker.runtime import Runtime
 
 log = logging.getLogger("kms.worker")
 CERT_TABLE = "certificates"
+# The doorbell's chunk (issue_ready) claims at most this many ready requests; a full claim rings again, so
+# a backlog is shared by every worker process instead of queueing behind one.
+READY_LIMIT = 32
 # Failures that say nothing about the request: the database (or the network) will likely work again.
 # Claims are given back at once, and the task retries; anything else the request got wrong ends it failed.
 TRANSIENT_DB: tuple[type[BaseException], ...] = (
@@ -85,12 +89,38 @@ async def issue_many(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], *,
        CA, until the commit: every signature made here is stored and audited, and none is made for a
        request another worker owns (a lease that ran out during phase 1 cannot cause a second one).
     """
+    outcome, _ = await _issue_round(rt, cache, request_ids, batch_id=batch_id, ready_limit=0)
+    return outcome
+
+
+async def issue_ready(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID],
+                      ring_again: Callable[[], None]) -> dict[str, int]:
+    """The doorbell's chunk: its own requests, and with them up to ``READY_LIMIT`` other ready single
+    requests, oldest first. Under load a chunk thus carries what queued up while the workers were busy,
+    and one message serves many requests. When the claim comes back full, ``ring_again`` is called before
+    the work starts, so another worker process takes the next requests in parallel."""
+    outcome, _ = await _issue_round(rt, cache, request_ids, batch_id=None, ready_limit=READY_LIMIT,
+                                    on_full=ring_again)
+    return outcome
+
+
+async def _issue_round(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], *, batch_id: UUID | None,
+                       ready_limit: int, on_full: Callable[[], None] | None = None) -> tuple[dict[str, int], bool]:
     pool = await rt.pool()
     token = uuid.uuid4()
     lease = float(rt.settings.lease_seconds)
     async with pool.acquire() as conn:
-        claimed = await db.claim_many(conn, request_ids, token, lease)
+        claimed = await db.claim_many(conn, request_ids, token, lease) if request_ids else []
+        room = ready_limit - len(claimed)
+        extra: list[RequestRow] = []
         try:
+            if ready_limit:
+                extra = await db.claim_ready(conn, token, lease, room)
+                claimed += extra
+                if on_full is not None and len(extra) >= room > 0:
+                    on_full()
+            if not claimed:  # duplicates, or a doorbell whose requests another worker took: nothing to do
+                return {"issued": 0, "failed": 0, "skipped": len(set(request_ids))}, False
             planned, failed = await _plan(rt, cache, conn, claimed, token, lease)
             async with conn.transaction():
                 held = await db.lock_claimed(conn, [p.req.id for p in planned], token)
@@ -116,10 +146,11 @@ async def issue_many(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], *,
             raise
     if stored != len(done):  # pragma: no cover - the row locks make this impossible; say so loudly if not
         log.error("signatures made and stored differ", extra={"signed": len(done), "stored": stored})
-    outcome = {"issued": stored, "failed": len(failed), "skipped": len(request_ids) - stored - len(failed)}
+    outcome = {"issued": stored, "failed": len(failed),
+               "skipped": len(set(request_ids)) + len(extra) - stored - len(failed)}
     log.info("chunk issued", extra={"batch_id": str(batch_id) if batch_id else None, "signed": len(done),
-                                    "stored": stored, **outcome})
-    return outcome
+                                    "stored": stored, "ready": len(extra), **outcome})
+    return outcome, bool(ready_limit) and len(extra) >= room > 0
 
 
 async def _plan(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, claimed: list[RequestRow], token: UUID,

@@ -60,7 +60,7 @@ async def sign_crl(rt: Runtime, cache: CaKeyCache, ca_id: UUID, *, force: bool =
             fresh = latest.next_update - datetime.now(UTC) > refresh_margin(validity)
             if fresh and (newest_revocation is None or newest_revocation < latest.covered_at):
                 return "current"
-        revoked = await db.revoked_serials(conn, ca_id)
+        revoked = await db.revoked_serials(conn, ca_id, latest.this_update if latest is not None else None)
         # thisUpdate a little in the past (clients' clocks run behind), never later than nextUpdate.
         this_update = datetime.now(UTC) - timedelta(seconds=min(rt.settings.backdate_seconds, validity // 4))
         next_update = this_update + timedelta(seconds=validity)

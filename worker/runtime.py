@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import asyncpg
+import uvloop
 
 from shared.config import Settings, get_settings
 from shared.db.pool import create_pool
@@ -34,7 +35,7 @@ class Runtime:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None or self._pid != os.getpid():
-            self._loop = asyncio.new_event_loop()
+            self._loop = uvloop.new_event_loop()
             self._pool = None
             self._pid = os.getpid()
         return self._loop

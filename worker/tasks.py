@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import redis
+
 from shared import tasks as names
 from worker import authorities, external, issuance, ocsp, reconciler, renewal, revocation
 from worker.app import app
@@ -52,14 +54,39 @@ def issue_certificate(self, request_id: str) -> str:  # type: ignore[no-untyped-
 
 
 @app.task(name=names.ISSUE_BATCH_CHUNK, bind=True, max_retries=5)
-def issue_chunk(self, request_ids: list[str], batch_id: str | None = None) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """A chunk of requests (a batch's, or the reconciler's re-sends): one message, one transaction."""
+def issue_chunk(self, request_ids: list[str], batch_id: str | None = None,  # type: ignore[no-untyped-def]
+                ready: bool = False) -> dict[str, int]:
+    """A chunk of requests (a batch's, the reconciler's re-sends, or with ``ready`` the API's doorbell,
+    which also takes every other ready single request): one message, one transaction per round."""
     rt = runtime()
+    ids = [UUID(r) for r in request_ids]
     try:
-        return rt.run(issuance.issue_many(rt, ca_keys(), [UUID(r) for r in request_ids],
-                                          batch_id=UUID(batch_id) if batch_id else None))
+        if not ready:
+            return rt.run(issuance.issue_many(rt, ca_keys(), ids, batch_id=UUID(batch_id) if batch_id else None))
+        _answer_doorbell(rt.settings.broker_url)
+        # A full claim: more requests are ready than one chunk takes; the next chunk, on another process.
+        return rt.run(issuance.issue_ready(rt, ca_keys(), ids,
+                                           ring_again=lambda: issue_chunk.apply_async(args=[[], None, True])))
     except TRANSIENT as exc:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+_doorbell: redis.Redis | None = None
+
+
+def _answer_doorbell(broker_url: str) -> None:
+    """Clear the doorbell before claiming: a request the API adds after this rings again, and one added
+    before is claimed by this task (see shared.tasks.DOORBELL_KEY). Best effort: if Redis cannot be reached
+    the key expires by itself, and this task still claims what is ready."""
+    global _doorbell
+    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return
+    try:
+        if _doorbell is None:
+            _doorbell = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=2)
+        _doorbell.delete(names.DOORBELL_KEY)
+    except redis.RedisError:
+        pass
 
 
 @app.task(name=names.RECONCILE, ignore_result=True)

@@ -14,6 +14,7 @@ from api.auth import caller_project, current_identity
 from api.body import parse, path_uuid, storable
 from api.context import DB
 from api.profiles.handlers import page
+from api.render import json_response
 from api.routing import Routes
 from shared import access
 from shared.camel import CamelModel
@@ -27,7 +28,7 @@ APPLICATIONS = "/api/v1/cert-manager/applications"
 
 
 def _json(model: CamelModel, status: int = 200) -> web.Response:
-    return web.json_response(model.model_dump(mode="json", by_alias=True), status=status)
+    return json_response(model.model_dump(mode="json", by_alias=True), status=status)
 
 
 def _app_json(row: ApplicationRow, status: int = 200) -> web.Response:

@@ -16,6 +16,7 @@ from api.authorities.schemas import (
 )
 from api.body import parse, path_uuid, query_int, query_uuid
 from api.context import BROKER, DB, NOTIFICATIONS, SETTINGS
+from api.render import json_response
 from api.routing import Routes, absolute_url
 from shared import access, tasks
 from shared.authorities import record_ca
@@ -69,7 +70,7 @@ async def create(request: web.Request) -> web.Response:
     headers = {"Location": location}
     if status == 202:
         headers["Retry-After"] = "2"
-    return web.json_response(CaView.of(ca).to_json(), status=status, headers=headers)
+    return json_response(CaView.of(ca).to_json(), status=status, headers=headers)
 
 
 @routes.route("GET", BASE, summary="List a project's CAs", response=CaList, query={"projectId": "project"})
@@ -78,12 +79,12 @@ async def list_cas(request: web.Request) -> web.Response:
     assert project_id is not None
     access.authorize(current_identity(request), project_id, "viewer")
     items = await db.list_for_project(request.app[DB], project_id)
-    return web.json_response(CaList([CaView.of(ca) for ca in items]).to_json())
+    return json_response(CaList([CaView.of(ca) for ca in items]).to_json())
 
 
 @routes.route("GET", BASE + "/{caId}", summary="A CA", response=CaView)
 async def get(request: web.Request) -> web.Response:
-    return web.json_response(CaView.of(await _authority(request)).to_json())
+    return json_response(CaView.of(await _authority(request)).to_json())
 
 
 @routes.route("GET", BASE + "/{caId}/certificate", summary="A CA's certificate and chain (PEM)",
@@ -92,7 +93,7 @@ async def certificate(request: web.Request) -> web.Response:
     ca = await _authority(request)
     if ca.certificate_pem is None or ca.serial_number is None:
         raise Conflict(f"CA is {ca.status}; it has no certificate yet")
-    return web.json_response(CaCertificate(certificate=ca.certificate_pem, certificate_chain=ca.chain_pem or "",
+    return json_response(CaCertificate(certificate=ca.certificate_pem, certificate_chain=ca.chain_pem or "",
                                            serial_number=ca.serial_number).to_json())
 
 
@@ -107,7 +108,7 @@ async def update(request: web.Request) -> web.Response:
             raise Conflict(f"CA is {ca.status}; only an active or disabled CA can change status")
         await audit.record(conn, project_id=ca.project_id, actor=f"identity:{current_identity(request).id}",
                            action=f"ca.{body.status}", subject_type="ca", subject_id=str(ca.id))
-    return web.json_response(CaView.of(updated).to_json())
+    return json_response(CaView.of(updated).to_json())
 
 
 @routes.route("GET", BASE + "/{caId}/ca-certificates", summary="Every certificate a CA has had (PEM)",
@@ -118,7 +119,7 @@ async def ca_certificates(request: web.Request) -> web.Response:
     if ca.certificate_pem is not None and ca.serial_number is not None:
         versions.append(CaCertificateVersion(certificate=ca.certificate_pem, certificate_chain=ca.chain_pem or "",
                                              serial_number=ca.serial_number, version=1))
-    return web.json_response(CaCertificateVersions(versions).to_json())
+    return json_response(CaCertificateVersions(versions).to_json())
 
 
 @routes.route("DELETE", BASE + "/{caId}", summary="Delete a CA nothing uses any more", response=CaView)
@@ -138,4 +139,4 @@ async def delete(request: web.Request) -> web.Response:
         await audit.record(conn, project_id=ca.project_id, actor=f"identity:{current_identity(request).id}",
                            action="ca.delete", subject_type="ca", subject_id=str(ca.id),
                            details={"name": ca.name, "serial": ca.serial_number})
-    return web.json_response(CaView.of(deleted).to_json())
+    return json_response(CaView.of(deleted).to_json())

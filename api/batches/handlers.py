@@ -14,6 +14,7 @@ from api.body import parse, path_uuid, query_int
 from api.certificates.handlers import private_keys_pem
 from api.certificates.schemas import MAX_WAIT_SECONDS, check_idempotency_key, request_fingerprint
 from api.context import BROKER, DB, EVALUATOR_PROCESSES, EVALUATORS, ISSUING_CONTEXTS, NOTIFICATIONS, SETTINGS
+from api.render import json_response
 from api.routing import Routes, absolute_url
 from shared import access, registration, tasks
 from shared.db import batches as db
@@ -71,7 +72,7 @@ async def create(request: web.Request) -> web.Response:
 def _created(request: web.Request, batch: BatchRow) -> web.Response:
     created = schemas.BatchCreated(batch_id=batch.id, total=batch.total,
                                    failed_at_submission=batch.failed_at_submission)
-    return web.json_response(created.to_json(), status=202, headers={
+    return json_response(created.to_json(), status=202, headers={
         "Location": absolute_url(request, request.app[SETTINGS].public_url, f"{BASE}/{batch.id}"),
         "Retry-After": "1"})
 
@@ -117,7 +118,7 @@ async def get(request: web.Request) -> web.Response:
     view = await request.app[NOTIFICATIONS].wait_for(f"batch:{batch.id}", read,
                                                       lambda v: v.status == "completed", wait, shared=True)
     headers = {} if view.status == "completed" else {"Retry-After": "1"}
-    return web.json_response(view.to_json(), headers=headers)
+    return json_response(view.to_json(), headers=headers)
 
 
 @routes.route("GET", BASE + "/{batchId}/items", summary="A batch's items by index (NDJSON stream with "
@@ -136,7 +137,7 @@ async def items(request: web.Request) -> web.StreamResponse:
     views = await _page(request, identity, batch, status, after, limit)
     page = schemas.BatchItemPage(items=views,
                              next_cursor=schemas.encode_item_cursor(views[-1].index) if len(views) == limit else None)
-    return web.json_response(page.to_json())
+    return json_response(page.to_json())
 
 
 async def _page(request: web.Request, identity: Identity, batch: BatchRow, status: str | None, after: int,

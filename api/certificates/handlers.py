@@ -35,6 +35,7 @@ from api.certificates.schemas import (
     request_fingerprint,
 )
 from api.context import BROKER, DB, ISSUING_CONTEXTS, KEYRING, NOTIFICATIONS, SETTINGS
+from api.render import json_response
 from api.routing import Routes, absolute_url
 from shared import access, registration
 from shared import tasks as task_names
@@ -120,7 +121,7 @@ async def _render(request: web.Request, identity: Identity, found: RequestWithCe
     headers = {"Location": absolute_url(request, request.app[SETTINGS].public_url, f"{REQUESTS}/{found.request.id}")}
     if not final:
         headers["Retry-After"] = RETRY_AFTER
-    return web.json_response(body.to_json(), status=status or 200, headers=headers)
+    return json_response(body.to_json(), status=status or 200, headers=headers)
 
 
 async def _enqueue(request: web.Request, row: RequestRow) -> None:
@@ -207,7 +208,7 @@ async def _search(request: web.Request, search: RequestSearch) -> web.Response:
     deep = (search.sort_by, search.sort_order) == ("createdAt", "desc") and len(rows) == search.limit
     page = CertificateRequestList(certificate_requests=[item_of(r, now) for r in rows], total_count=total,
                                   next_cursor=encode_cursor(rows[-1].request) if deep else None)
-    return web.json_response(page.to_json())
+    return json_response(page.to_json())
 
 
 @routes.route("GET", REQUESTS, summary="List certificate requests (newest first by default)",
@@ -237,7 +238,7 @@ async def _certificate(request: web.Request, minimum_role: str = "viewer") -> Ce
 
 @routes.route("GET", BASE + "/{certificateId}", summary="A certificate's metadata", response=CertificateView)
 async def get_certificate(request: web.Request) -> web.Response:
-    return web.json_response((await _metadata(request, await _certificate(request))).to_json())
+    return json_response((await _metadata(request, await _certificate(request))).to_json())
 
 
 async def _metadata(request: web.Request, cert: CertificateRow) -> CertificateView:
@@ -264,13 +265,13 @@ async def delete_certificate(request: web.Request) -> web.Response:
     view = await _metadata(request, cert)
     if not await db.delete_certificate(request.app[DB], cert.id, cert.project_id, f"identity:{identity.id}"):
         raise NotFound("no such certificate")
-    return web.json_response(view.to_json())
+    return json_response(view.to_json())
 
 
 @routes.route("GET", BASE + "/{certificateId}/certificate", summary="The certificate and its chain (PEM)",
               response=CertificateBody)
 async def get_certificate_pem(request: web.Request) -> web.Response:
-    return web.json_response(_body(await _certificate(request)).to_json())
+    return json_response(_body(await _certificate(request)).to_json())
 
 
 @routes.route("GET", BASE + "/{certificateId}/bundle",
@@ -279,7 +280,7 @@ async def get_certificate_pem(request: web.Request) -> web.Response:
 async def get_bundle(request: web.Request) -> web.Response:
     cert = await _certificate(request)
     key = await private_key_pem(request, request.app[DB], current_identity(request), cert)
-    return web.json_response(_body(cert, key).to_json())
+    return json_response(_body(cert, key).to_json())
 
 
 @routes.route("GET", BASE + "/{certificateId}/private-key",
@@ -309,10 +310,13 @@ async def renew(request: web.Request) -> web.Response:
     registration.check_renewable(original, cert)
     ctx = await request.app[ISSUING_CONTEXTS].get(pool, cert.profile_id)
     assert ctx is not None
-    row = await registration.register_renewal(pool, ctx, original=original, certificate=cert,
-                                              requested_by=identity.id, remove_roots=body.remove_roots_from_chain)
-    await _enqueue(request, row)
-    return await _answer(request, identity, row, wait, RenewAnswer)
+    async with pool.acquire() as conn:
+        registered = await registration.register_renewal(conn, ctx, original=original, certificate=cert,
+                                                         requested_by=identity.id,
+                                                         remove_roots=body.remove_roots_from_chain)
+    if registered.created:  # else a renewal already under way answers: its own message is on its way
+        await _enqueue(request, registered.request)
+    return await _answer(request, identity, registered.request, wait, RenewAnswer)
 
 
 @routes.route("PATCH", BASE + "/{certificateId}/config",
@@ -347,7 +351,7 @@ async def update_config(request: web.Request) -> web.Response:
     if not await db.set_renewal_config(request.app[DB], cert.id, cert.project_id, auto_renew=auto,
                                        renew_before_days=days, actor=f"identity:{identity.id}"):
         raise NotFound("no such certificate")
-    return web.json_response(CertificateConfigAnswer(message=message, renew_before_days=days).to_json())
+    return json_response(CertificateConfigAnswer(message=message, renew_before_days=days).to_json())
 
 
 @routes.route("POST", BASE + "/{certificateId}/revoke",
@@ -367,5 +371,5 @@ async def revoke(request: web.Request) -> web.Response:
         # The revocation is committed; the CRL task re-reads every revocation of the CA (so a burst shares
         # one CRL), and beat re-signs it if this message is lost.
         await request.app[BROKER].send_best_effort(task_names.SIGN_CRL, [str(cert.ca_id)])
-    return web.json_response(RevokeAnswer(message="Successfully revoked certificate", serial_number=serial,
+    return json_response(RevokeAnswer(message="Successfully revoked certificate", serial_number=serial,
                                           revoked_at=revoked_at).to_json())

@@ -23,6 +23,7 @@ from api.auth import current_identity
 from api.body import path_uuid
 from api.context import BROKER, DB
 from api.pki_files.schemas import CrlItem, CrlList
+from api.render import json_response
 from api.routing import Routes
 from shared import access
 from shared import tasks as task_names
@@ -106,7 +107,7 @@ async def list_crls(request: web.Request) -> web.Response:
     if not found and ca.status in ("active", "disabled"):
         found = [await _current_crl(request, pool, ca_id)]
     items = CrlList([CrlItem(id=ca_id, crl=crl_pem(c.der)) for c in found])
-    return web.json_response(items.model_dump(mode="json", by_alias=True))
+    return json_response(items.model_dump(mode="json", by_alias=True))
 
 
 @routes.route("GET", CA + "/certificates/{caCertId}/der",

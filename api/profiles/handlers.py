@@ -13,6 +13,7 @@ from api.body import parse, path_uuid, query_int, query_uuid, storable
 from api.certificates.handlers import private_key_pem
 from api.context import DB
 from api.profiles import schemas
+from api.render import json_response
 from api.routing import Routes
 from shared import access
 from shared import profiles as svc
@@ -75,7 +76,7 @@ def query_search(request: web.Request) -> str | None:
 
 
 def _json(view: Any, status: int = 200) -> web.Response:
-    return web.json_response(view.to_json() if hasattr(view, "to_json") else
+    return json_response(view.to_json() if hasattr(view, "to_json") else
                              view.model_dump(mode="json", by_alias=True), status=status)
 
 

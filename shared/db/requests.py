@@ -148,8 +148,8 @@ async def finish_failed(conn: Executor, request_id: UUID, token: UUID | None, me
     done = await conn.fetchval(
         "WITH fin AS (UPDATE certificate_requests SET status = 'failed', error_message = $3, lease_expires_at = NULL,"
         " updated_at = now() WHERE id = $1 AND status IN ('pending', 'processing')"
-        " AND ($2::uuid IS NULL OR claim_token = $2) RETURNING id, renewal_of)," + _RENEWAL_FAILED.format(message="$3")
-        + " SELECT id FROM fin", request_id, token, message)
+        " AND ($2::uuid IS NULL OR claim_token = $2) RETURNING id, renewal_of, requested_by),"
+        + _RENEWAL_FAILED.format(message="$3") + " SELECT id FROM fin", request_id, token, message)
     return done is not None
 
 
@@ -253,13 +253,20 @@ async def store_many(conn: asyncpg.Connection, items: list[tuple[CertificateRow,
 
 # A server-driven renewal that fails (the policy was tightened since the certificate was issued, say)
 # records why on the certificate it renews, in the statement that fails the request: the renewal scan
-# skips a certificate with a renewal_error, so it is not retried. Only the scan's own request counts
-# (renewal_request_id): a renewal asked by hand answers its caller instead.
+# skips a certificate with a renewal_error, so it is not retried. Only the renewal under way counts (the
+# one renewal_request_id names). The scan's own requests have no requested_by; a renewal asked by hand
+# answers its caller instead, and only gives the certificate back to the scan.
 _RENEWAL_FAILED = """
     renewal_failed AS (
         UPDATE certificates SET renewal_error = {message} FROM fin
          WHERE certificates.id = fin.renewal_of AND certificates.renewal_request_id = fin.id
+           AND fin.requested_by IS NULL
         RETURNING certificates.id, certificates.project_id),
+    renewal_by_hand_failed AS (
+        UPDATE certificates SET renewal_request_id = NULL FROM fin
+         WHERE certificates.id = fin.renewal_of AND certificates.renewal_request_id = fin.id
+           AND fin.requested_by IS NOT NULL
+        RETURNING 1),
     renewal_failure_audited AS (
         INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)
         SELECT project_id, 'worker', 'certificate.renewal.failed', 'certificate', id::text,
@@ -269,7 +276,7 @@ _FAIL_SQL = """
     WITH fin AS (
         UPDATE certificate_requests SET status = 'failed', error_message = $3, lease_expires_at = NULL,
                updated_at = now()
-         WHERE id = $1 AND status = 'processing' AND claim_token = $2 RETURNING id, renewal_of),""" + \
+         WHERE id = $1 AND status = 'processing' AND claim_token = $2 RETURNING id, renewal_of, requested_by),""" + \
     _RENEWAL_FAILED.format(message="$3") + """,
     audited AS (
         INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)
@@ -296,6 +303,27 @@ async def claim_many(conn: Executor, request_ids: list[UUID], token: UUID, lease
         f" AND issuer_kind = 'internal'"
         f" RETURNING {_REQ_COLS}",
         request_ids, token, lease_seconds)
+    return [_request(r) for r in rows]
+
+
+async def claim_ready(conn: Executor, token: UUID, lease_seconds: float, limit: int) -> list[RequestRow]:
+    """Claim up to ``limit`` of the oldest pending single requests (not batch items, nor an external CA's:
+    worker.external alone works on those), skipping any another worker is claiming at this moment: the
+    doorbell's worker takes every request that is ready, so a chunk grows with the load instead of one
+    message per request (index certificate_requests_ready_idx)."""
+    if limit <= 0:
+        return []
+    # MATERIALIZED: the LIMIT applies once. As a plain subquery the planner may rescan it, and each scan
+    # under SKIP LOCKED finds other rows (a claim of 80 with a limit of 32 was seen).
+    cols = ", ".join(f"r.{c}" for c in RequestRow.__dataclass_fields__)
+    rows = await conn.fetch(
+        "WITH ready AS MATERIALIZED (SELECT id FROM certificate_requests WHERE status = 'pending'"
+        "                            AND batch_id IS NULL AND issuer_kind = 'internal'"
+        "                            ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+        " UPDATE certificate_requests r SET status = 'processing', claim_token = $1, attempts = r.attempts + 1,"
+        " lease_expires_at = now() + make_interval(secs => $2), updated_at = now()"
+        f" FROM ready WHERE r.id = ready.id RETURNING {cols}",
+        token, lease_seconds, limit)
     return [_request(r) for r in rows]
 
 
@@ -417,6 +445,28 @@ async def due_renewals(conn: Executor, limit: int) -> list[CertificateRow]:
         " AND renewal_due_at <= now() AND not_after > now() AND encrypted_private_key IS NOT NULL"
         " ORDER BY renewal_due_at LIMIT $1 FOR UPDATE SKIP LOCKED", limit)
     return [_certificate(r) for r in rows]
+
+
+async def lock_renewal_under_way(conn: Executor, certificate_id: UUID) -> RequestRow | None:
+    """Inside a renewal's transaction: lock the certificate (the scan skips a locked certificate, a second
+    renewal by hand waits here), and return the renewal it has under way, if any: the request its
+    ``renewal_request_id`` names (the scan's, or an earlier one by hand), while still pending or processing."""
+    request_id = await conn.fetchval("SELECT renewal_request_id FROM certificates WHERE id = $1 FOR UPDATE",
+                                     certificate_id)
+    if request_id is None:
+        return None
+    # A statement of its own, so it reads what is committed now: a scan this lock waited for has just
+    # committed its request, which the locking statement's snapshot predates.
+    row = await conn.fetchrow(
+        f"SELECT {_REQ_COLS} FROM certificate_requests WHERE id = $1 AND status IN ('pending', 'processing')",
+        request_id)
+    return None if row is None else _request(row)
+
+
+async def mark_renewal(conn: Executor, certificate_id: UUID, request_id: UUID) -> None:
+    """The certificate is being renewed by ``request_id``: no scan registers another renewal of it (it
+    reads only certificates without one), and a renewal by hand meanwhile answers with this one."""
+    await conn.execute("UPDATE certificates SET renewal_request_id = $2 WHERE id = $1", certificate_id, request_id)
 
 
 async def get_requests(conn: Executor, request_ids: list[UUID]) -> dict[UUID, RequestRow]:

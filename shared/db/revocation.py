@@ -75,12 +75,18 @@ async def lock_ca(conn: Executor, ca_id: UUID) -> datetime:
     return moment
 
 
-async def revoked_serials(conn: Executor, ca_id: UUID) -> list[Revoked]:
-    """Every revoked serial of the CA not yet expired (an expired certificate leaves its CRL)."""
+async def revoked_serials(conn: Executor, ca_id: UUID, previous_this_update: datetime | None = None
+                          ) -> list[Revoked]:
+    """Every revoked serial a CRL of the CA signed now must list. RFC 5280 section 3.3: an entry leaves
+    the CRL only after it has appeared on one CRL issued beyond the certificate's validity period. So a
+    revoked certificate is listed while its notAfter is not before ``previous_this_update``, the
+    thisUpdate of the CA's newest CRL: one that expired before that was on that CRL, issued past its
+    notAfter, and leaves now. Without a previous CRL nobody has seen an entry yet: the unexpired only."""
     rows = await conn.fetch(
         "SELECT serial_number, revoked_at, revocation_reason FROM certificates"
-        " WHERE ca_id = $1 AND revoked_at IS NOT NULL AND not_after > now() ORDER BY revoked_at, serial_number",
-        ca_id)
+        " WHERE ca_id = $1 AND revoked_at IS NOT NULL AND not_after >= coalesce($2::timestamptz, now())"
+        " ORDER BY revoked_at, serial_number",
+        ca_id, previous_this_update)
     return [Revoked(r["serial_number"], r["revoked_at"], r["revocation_reason"]) for r in rows]
 
 

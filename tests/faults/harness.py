@@ -244,16 +244,17 @@ def task_outcomes(stack: Stack, worker_log: str = "worker") -> dict[str, list[st
     return outcomes
 
 
-def queued_request_ids(stack: Stack, queue: str = QUEUE_SIGNING) -> list[str]:
+def _queued(stack: Stack, queue: str) -> tuple[list[str], int]:
     """The certificate request ids named by the messages waiting in the stack's Redis (kombu keeps a queue
-    as a list of JSON envelopes around a base64 task body ``[args, kwargs, embed]``), one entry per mention:
-    the API may ring one request per message or coalesce many into one chunk message."""
+    as a list of JSON envelopes around a base64 task body ``[args, kwargs, embed]``), one entry per mention,
+    and how many of the messages are doorbell chunks (``ready``: their worker claims every ready request)."""
     client = redis.Redis.from_url(stack.broker_url)
     try:
         raw = client.lrange(queue, 0, -1)
     finally:
         client.close()
     ids: list[str] = []
+    doorbells = 0
     for item in raw:  # type: ignore[union-attr]
         envelope = json.loads(item)
         args = json.loads(base64.b64decode(envelope["body"]))[0]
@@ -262,15 +263,27 @@ def queued_request_ids(stack: Stack, queue: str = QUEUE_SIGNING) -> list[str]:
             ids.append(args[0])
         elif task == ISSUE_CHUNK_TASK:
             ids.extend(args[0])
-    return ids
+            doorbells += len(args) > 2 and bool(args[2])
+    return ids, doorbells
+
+
+def queued_request_ids(stack: Stack, queue: str = QUEUE_SIGNING) -> list[str]:
+    """The request ids the queued messages name: the API coalesces requests arriving together into one
+    chunk message, and sends none while a doorbell chunk is already queued (see ``wait_until_queued``)."""
+    return _queued(stack, queue)[0]
 
 
 async def wait_until_queued(stack: Stack, request_ids: list[str], timeout: float = 10) -> None:
-    """The API answers 202 before its doorbell is on the broker; wait until every request has one."""
+    """The API answers 202 before its doorbell is on the broker; wait until every request will be claimed
+    by a queued message: named by one, or pending behind a queued doorbell chunk (which claims every ready
+    request, so the API sent no message of its own for those)."""
     deadline = time.monotonic() + timeout
-    while not set(request_ids) <= set(queued_request_ids(stack)):
+    while True:
+        ids, doorbells = _queued(stack, QUEUE_SIGNING)
+        missing = set(request_ids) - set(ids)
+        if not missing or doorbells:
+            return
         if time.monotonic() > deadline:
-            missing = set(request_ids) - set(queued_request_ids(stack))
             raise AssertionError(f"{len(missing)} of {len(request_ids)} requests never reached the broker")
         await asyncio.sleep(0.05)
 

@@ -13,6 +13,7 @@ import itertools
 import secrets
 import statistics
 import time
+import uuid
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ FAILURE_BURST = 3
 IDENTITY_BURST = 20
 IDENTITY_PER_SECOND = 10
 SOURCE_BURST = 5
+RELYING_PARTY_BURST = 12
 TIGHT = {
     "KMS_RATE_LIMIT_LOGIN_PER_MINUTE": str(LOGIN_PER_MINUTE),
     "KMS_RATE_LIMIT_LOGIN_BURST": str(LOGIN_BURST),
@@ -43,6 +45,8 @@ TIGHT = {
     "KMS_RATE_LIMIT_PER_IDENTITY_BURST": str(IDENTITY_BURST),
     "KMS_RATE_LIMIT_PER_SOURCE_PER_SECOND": "1",
     "KMS_RATE_LIMIT_PER_SOURCE_BURST": str(SOURCE_BURST),
+    "KMS_RATE_LIMIT_RELYING_PARTY_PER_SECOND": "1",
+    "KMS_RATE_LIMIT_RELYING_PARTY_BURST": str(RELYING_PARTY_BURST),
 }
 
 
@@ -277,6 +281,22 @@ async def test_probes_and_metrics_are_never_limited_while_their_source_is(limite
 
     for path in ("/healthz", "/readyz", "/metrics"):
         assert [(await limited.plain.get(path)).status for _ in range(3 * SOURCE_BURST)] == [200] * 3 * SOURCE_BURST
+
+
+async def test_crl_and_ocsp_callers_draw_from_their_own_larger_bucket(limited: Limited) -> None:
+    docs = [await limited.plain.get("/openapi.json") for _ in range(SOURCE_BURST + 2)]
+    assert docs[-1].status == 429
+    # The source's ordinary bucket is empty; OCSP (here for a CA that does not exist: an OCSP
+    # "unauthorized" answer) still has its own, and only past that bucket is it refused.
+    url = f"{limited.plain.base}/api/v1/cert-manager/ocsp/{uuid.uuid4()}/AAAA"
+    statuses = []
+    for _ in range(RELYING_PARTY_BURST + 2):
+        async with limited.plain.session.get(url) as resp:
+            statuses.append(resp.status)
+            if resp.status == 200:
+                assert resp.content_type == "application/ocsp-response"
+    assert statuses[:RELYING_PARTY_BURST] == [200] * RELYING_PARTY_BURST, statuses
+    assert statuses[-1] == 429, statuses
 
 
 async def test_with_redis_unreachable_reads_go_unlimited_and_logins_keep_a_local_limit(
