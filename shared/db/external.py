@@ -16,7 +16,7 @@ from shared.db.requests import _REQ_COLS, RequestRow, StaleRequest, _request
 # The key of the session advisory lock a worker holds while it drives a request's upstream order: one
 # driver per request, released by PostgreSQL itself when the worker's connection dies (a SIGKILL included).
 LOCK_SEED = 7013
-ACCOUNT_TABLE = "acme_accounts"
+ACCOUNT_TABLE = "upstream_acme_accounts"
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ async def insert_acme_ca(conn: Executor, *, ca_id: UUID, project_id: UUID, name:
     if row is None:
         return None
     await conn.execute(
-        "INSERT INTO acme_accounts (ca_id, project_id, directory_url, account_email, eab_kid, dns_provider,"
+        "INSERT INTO upstream_acme_accounts (ca_id, project_id, directory_url, account_email, eab_kid, dns_provider,"
         " ca_bundle, encrypted_secrets) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         ca_id, project_id, directory_url, account_email, eab_kid, dns_provider, ca_bundle, encrypted_secrets)
     return _authority(row)
@@ -65,7 +65,7 @@ async def get_acme_ca(conn: Executor, ca_id: UUID, project_id: UUID | None = Non
     acc = ", ".join(f"x.{c} AS x_{c}" for c in AcmeAccount.__dataclass_fields__)
     cas = ", ".join(f"a.{c.strip()}" for c in CA_COLS.split(","))
     row = await conn.fetchrow(
-        f"SELECT {cas}, {acc} FROM certificate_authorities a JOIN acme_accounts x ON x.ca_id = a.id"
+        f"SELECT {cas}, {acc} FROM certificate_authorities a JOIN upstream_acme_accounts x ON x.ca_id = a.id"
         f" WHERE a.id = $1 AND a.type = 'acme' AND ($2::uuid IS NULL OR a.project_id = $2)", ca_id, project_id)
     return None if row is None else (_authority(row), _account(row, "x_"))
 
@@ -74,7 +74,7 @@ async def list_acme_cas(conn: Executor, project_id: UUID) -> list[tuple[Authorit
     acc = ", ".join(f"x.{c} AS x_{c}" for c in AcmeAccount.__dataclass_fields__)
     cas = ", ".join(f"a.{c.strip()}" for c in CA_COLS.split(","))
     rows = await conn.fetch(
-        f"SELECT {cas}, {acc} FROM certificate_authorities a JOIN acme_accounts x ON x.ca_id = a.id"
+        f"SELECT {cas}, {acc} FROM certificate_authorities a JOIN upstream_acme_accounts x ON x.ca_id = a.id"
         f" WHERE a.project_id = $1 AND a.type = 'acme' ORDER BY a.created_at, a.id", project_id)
     return [(_authority(r), _account(r, "x_")) for r in rows]
 
@@ -90,24 +90,24 @@ async def lock_pending_acme(conn: Executor, ca_id: UUID) -> tuple[Authority, Acm
 async def store_account_key(conn: Executor, ca_id: UUID, encrypted_key: bytes) -> None:
     """The account key, committed before the account is registered, so every retry registers the same key
     (an ACME server answers a known key with its existing account: one account per CA)."""
-    await conn.execute("UPDATE acme_accounts SET encrypted_account_key = $2, updated_at = now()"
+    await conn.execute("UPDATE upstream_acme_accounts SET encrypted_account_key = $2, updated_at = now()"
                        " WHERE ca_id = $1 AND encrypted_account_key IS NULL", ca_id, encrypted_key)
 
 
 async def reseal_secrets(conn: Executor, ca_id: UUID, encrypted_secrets: bytes, sealed_by: str) -> None:
-    await conn.execute("UPDATE acme_accounts SET encrypted_secrets = $2, secrets_sealed_by = $3, updated_at = now()"
+    await conn.execute("UPDATE upstream_acme_accounts SET encrypted_secrets = $2, secrets_sealed_by = $3, updated_at = now()"
                        " WHERE ca_id = $1", ca_id, encrypted_secrets, sealed_by)
 
 
 async def activate_acme(conn: Executor, ca_id: UUID, account_url: str) -> None:
-    await conn.execute("UPDATE acme_accounts SET account_url = $2, updated_at = now() WHERE ca_id = $1",
+    await conn.execute("UPDATE upstream_acme_accounts SET account_url = $2, updated_at = now() WHERE ca_id = $1",
                        ca_id, account_url)
     await conn.execute("UPDATE certificate_authorities SET status = status_after_creation, error_message = NULL,"
                        " updated_at = now() WHERE id = $1 AND status = 'pending'", ca_id)
 
 
 async def set_account_url(conn: Executor, ca_id: UUID, account_url: str) -> None:
-    await conn.execute("UPDATE acme_accounts SET account_url = $2, updated_at = now() WHERE ca_id = $1",
+    await conn.execute("UPDATE upstream_acme_accounts SET account_url = $2, updated_at = now() WHERE ca_id = $1",
                        ca_id, account_url)
 
 

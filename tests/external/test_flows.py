@@ -159,8 +159,8 @@ async def test_the_account_key_and_secrets_are_sealed_under_the_ca_root_key(worl
     conn = await asyncpg.connect(world.stack.database_url)
     try:
         row = await conn.fetchrow("SELECT encrypted_account_key, encrypted_secrets, secrets_sealed_by, dns_provider"
-                                  " FROM acme_accounts WHERE ca_id = $1::uuid", pki.ca_id)
-        dump = await conn.fetchval("SELECT string_agg(t::text, ' ') FROM acme_accounts t")
+                                  " FROM upstream_acme_accounts WHERE ca_id = $1::uuid", pki.ca_id)
+        dump = await conn.fetchval("SELECT string_agg(t::text, ' ') FROM upstream_acme_accounts t")
     finally:
         await conn.close()
     assert row["encrypted_account_key"] is not None and row["secrets_sealed_by"] == "ca-root"

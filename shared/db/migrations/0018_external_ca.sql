@@ -2,7 +2,7 @@
 -- from another ACME CA, one upstream order per request.
 
 -- An ACME CA is a row of certificate_authorities (profiles and certificates refer to it as to any CA) of type
--- 'acme', with neither parent, certificate nor CA key of its own: its ACME account key lives in acme_accounts.
+-- 'acme', with neither parent, certificate nor CA key of its own: its ACME account key lives in upstream_acme_accounts.
 ALTER TABLE certificate_authorities DROP CONSTRAINT certificate_authorities_type_check;
 ALTER TABLE certificate_authorities ADD CONSTRAINT certificate_authorities_type_check
     CHECK (type IN ('root', 'intermediate', 'acme'));
@@ -18,7 +18,7 @@ ALTER TABLE certificate_authorities ADD CONSTRAINT certificate_authorities_activ
 -- data key (the CA root key's; no API process can open it), bound to this row. Secrets the creator gave (the
 -- EAB HMAC key, the RFC 2136 TSIG secret) arrive sealed under the root key (the API's) and a worker re-seals
 -- them under the CA root key when it registers the account (secrets_sealed_by).
-CREATE TABLE acme_accounts (
+CREATE TABLE upstream_acme_accounts (
     ca_id                  uuid PRIMARY KEY REFERENCES certificate_authorities(id) ON DELETE CASCADE,
     project_id             uuid NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
     directory_url          text NOT NULL,
