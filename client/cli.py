@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "agent":
         from client.agent.runner import main as agent_main
 
-        return agent_main(args.config, once=args.once, verbose=args.verbose)
+        return agent_main(args.config, once=args.once, verbose=args.verbose, once_wait=args.wait)
     try:
         result: int = asyncio.run(args.run(args))
         return result
@@ -154,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
                         "or INFISICAL_AGENT_CONFIG_BASE64)")
     p.add_argument("--once", action="store_true",
                    help="do what is due now, then exit: 0 all good, else the reason (see the README)")
+    p.add_argument("--wait", type=float, default=120, metavar="SECONDS",
+                   help="with --once: how long to wait for a request still being signed (default 120)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs")
 
     batch = sub.add_parser("batch", help="bulk batches").add_subparsers(dest="batch_command", required=True)

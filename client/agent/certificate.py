@@ -15,9 +15,10 @@ now (at most one thing that changes the files), and says how long until somethin
    written; ``revoked`` runs ``on-failure`` and, for a server-key certificate, requests a replacement
    (the profile may refuse it; that is a failure like any other).
 4. At the renewal moment (``renew-before-expiry`` before ``notAfter``; by default two thirds into the
-   lifetime; up to a tenth of that window earlier, at random, drawn once per certificate so a fleet
-   spreads out) a server-key certificate is renewed (``POST /{id}/renew``), a CSR one re-submitted with
-   its CSR (upstream never renews those); ``certificate-id`` mode only follows renewals made elsewhere.
+   lifetime, counted from its arrival; up to a tenth of that window earlier, at random, drawn once per
+   certificate so a fleet spreads out) a server-key certificate is renewed (``POST /{id}/renew``), a
+   CSR one re-submitted with its CSR (upstream never renews those); ``certificate-id`` mode only
+   follows renewals made elsewhere.
 5. A certificate that reaches ``notAfter`` with no replacement runs ``on-failure`` (noticed locally, so
    also while the API is down).
 
@@ -35,7 +36,7 @@ import logging
 import random
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -53,7 +54,6 @@ log = logging.getLogger("kms.agent")
 RENEW_JITTER = 0.1  # of the renewal window
 STATUS_JITTER = 0.1  # of the status-check interval, either way
 LONG_POLL_SECONDS = 25
-ONCE_WAIT_SECONDS = 120.0  # how long --once waits for a request the worker has not signed yet
 MAX_SUCCESSORS = 20
 
 
@@ -67,10 +67,10 @@ class Refused(Exception):
 
 
 class CertificateAgent:
-    def __init__(self, config: CertificateConfig, session: Session, *, once: bool = False) -> None:
+    def __init__(self, config: CertificateConfig, session: Session, *, once_wait: float | None = None) -> None:
         self.config = config
         self.session = session
-        self.once = once
+        self.once_wait = once_wait  # --once: how long to wait for a request the worker has not signed
         self.store = Store(config)
         self.fingerprint = config.fingerprint()
         self.state = self.store.read_state()
@@ -260,12 +260,13 @@ class CertificateAgent:
         """Waits for the request in ``result`` (a flat request view) to end, and writes its certificate."""
         request_id = str(result["certificateRequestId"])
         started = time.monotonic()
+        wait = LONG_POLL_SECONDS if self.once_wait is None else max(1, min(LONG_POLL_SECONDS, int(self.once_wait)))
         while not _ended(result):
-            if self.once and time.monotonic() - started > ONCE_WAIT_SECONDS:
+            if self.once_wait is not None and time.monotonic() - started > self.once_wait:
                 raise Refused(f"certificate request {request_id} still {result.get('status')} after "
-                              f"{ONCE_WAIT_SECONDS:g}s", "pending")
+                              f"{self.once_wait:g}s", "pending")
             result, retry_after = await self.session.call(
-                lambda c: c.request_status(request_id, wait=LONG_POLL_SECONDS), "wait for the certificate request")
+                lambda c: c.request_status(request_id, wait=wait), "wait for the certificate request")
             if result.get("status") not in FINAL and retry_after:
                 await asyncio.sleep(min(retry_after, 5.0))
         self._drop_pending()
@@ -370,16 +371,21 @@ class CertificateAgent:
             await self._run_owed_hook(installed)
 
     def _renewal_moment(self, certificate: x509.Certificate) -> float:
-        not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
-        lifetime = (not_after - not_before).total_seconds()
+        """When to renew: ``renew-before-expiry`` before notAfter, else two thirds into the lifetime, up to
+        a tenth of that window earlier at random. The lifetime counts from when the certificate arrived,
+        not from its notBefore, which the service backdates (by a minute): from notBefore, a short-lived
+        certificate would be due at once, and again, and again."""
+        not_after = certificate.not_valid_after_utc.timestamp()
+        start = max(certificate.not_valid_before_utc.timestamp(), time.time())
+        remaining = max(0.0, not_after - start)
         window = self.config.lifecycle.renew_before
-        if window is None or window >= lifetime:
+        if window is None or window >= remaining:
             if window is not None:
                 self._log.warning("renew-before-expiry is not shorter than the certificate's lifetime; renewing "
-                                  "two thirds into it instead", extra={"lifetimeSeconds": lifetime})
-            window = lifetime / 3
-        window += random.uniform(0, window * RENEW_JITTER)
-        return (not_after - timedelta(seconds=window)).timestamp()
+                                  "two thirds into it instead", extra={"lifetimeSeconds": round(remaining)})
+            window = remaining / 3
+        window = min(window + random.uniform(0, window * RENEW_JITTER), remaining)
+        return not_after - window
 
     # -- hooks and failures ------------------------------------------------------------------------
 

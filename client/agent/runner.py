@@ -14,7 +14,7 @@ several certificates, the highest of theirs):
     0 every certificate is on disk, valid, unrevoked and made for its config
     1 an unexpected error          2 the config is unusable          3 the identity cannot log in
     4 the API could not be reached 5 a request was refused or failed 6 revoked or expired, not replaced
-    7 a request was still pending after 120 s
+    7 a request was still pending after ``--wait`` seconds (default 120)
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_AUTH, EXIT_UNREACHABLE, EXIT_REFUSED, EXI
 KIND_EXIT = {"failed": EXIT_REFUSED, "revoked": EXIT_REVOKED, "expired": EXIT_REVOKED, "pending": EXIT_PENDING}
 MAX_SLEEP_SECONDS = 60.0  # the files on disk are looked at at least this often
 MAX_STEPS_ONCE = 20
+ONCE_WAIT_SECONDS = 120.0
 
 
-def main(config_path: Path | None, *, once: bool, verbose: bool) -> int:
+def main(config_path: Path | None, *, once: bool, verbose: bool, once_wait: float = ONCE_WAIT_SECONDS) -> int:
     logs.configure(verbose)
     try:
         config = read_config(config_path)
@@ -50,15 +51,17 @@ def main(config_path: Path | None, *, once: bool, verbose: bool) -> int:
     log.info("agent starting", extra={"address": config.address, "version": config.version, "once": once,
                                       "certificates": [c.name for c in config.certificates]})
     try:
-        return asyncio.run(run(config, once=once))
+        return asyncio.run(run(config, once_wait=once_wait if once else None))
     except KeyboardInterrupt:
         return EXIT_OK
 
 
-async def run(config: AgentConfig, *, once: bool) -> int:
+async def run(config: AgentConfig, *, once_wait: float | None) -> int:
+    """Every certificate's loop until a signal; with ``once_wait`` (``--once``) one pass, whose exit code
+    it returns."""
     async with Session(config) as session:
-        agents = [CertificateAgent(c, session, once=once) for c in config.certificates]
-        if once:
+        agents = [CertificateAgent(c, session, once_wait=once_wait) for c in config.certificates]
+        if once_wait is not None:
             codes = await asyncio.gather(*(run_once(a, config.retry) for a in agents))
             code = max(codes)
             log.info("agent done", extra={"exitCode": code})
