@@ -87,6 +87,7 @@ class CertificateAgent:
         """Does what is due now; returns the seconds until something is due next (0: at once)."""
         now = time.time()
         installed = self.current()
+        expired = False
         if installed is not None:
             if not self.store.links_in_place():
                 replaced = self.store.link_outputs()
@@ -94,6 +95,11 @@ class CertificateAgent:
                                   extra={"replaced": [str(p) for p in replaced]})
             self.store.apply_modes()
             await self._run_owed_hook(installed)
+            # Noticed here, before anything asks the API: also while it cannot be reached.
+            expired = installed.not_after.timestamp() <= now
+            if expired:
+                await self._open_failure("expired", f"the certificate expired at {_rfc3339(installed.not_after)}",
+                                         subject=installed.meta["serialNumber"], installed=installed)
         pending = self.state.get("pending")
         if isinstance(pending, dict):
             await self._finish_pending(pending, installed)
@@ -107,10 +113,6 @@ class CertificateAgent:
                 await self._submit("issuance")
             return 0.0
         serial, certificate_id = installed.meta["serialNumber"], installed.meta["certificateId"]
-        expired = installed.not_after.timestamp() <= now
-        if expired:
-            await self._open_failure("expired", f"the certificate expired at {_rfc3339(installed.not_after)}",
-                                     subject=serial, installed=installed)
         renew_at = float(installed.meta.get("renewAt") or 0.0)
         if now >= float(self.state.get("nextStatusCheck", 0.0)) or now >= renew_at:
             info = await self._metadata(certificate_id, "read the certificate's status")

@@ -38,7 +38,7 @@ CLIENT_ID_VARIABLES = ("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", "KMS_CLIENT_ID")
 CLIENT_SECRET_VARIABLES = ("INFISICAL_UNIVERSAL_CLIENT_SECRET", "INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET",
                            "KMS_CLIENT_SECRET")
 RENEW_AT = 2 / 3  # of the token's lifetime, as upstream
-MARGIN_SECONDS = 2.0  # a token this close to its end is not sent
+MARGIN_SECONDS = 2.0  # a token this close to its end (or a tenth of its lifetime, if less) is not sent
 
 
 class AuthError(Exception):
@@ -114,8 +114,9 @@ class Session:
                 if age < token.expires_in * RENEW_AT:
                     return
                 left = token.expires_in - age
-                renewable = self._logged_in + token.access_token_max_ttl - now > MARGIN_SECONDS
-                if left > MARGIN_SECONDS and renewable:
+                margin = min(MARGIN_SECONDS, token.expires_in / 10)
+                renewable = self._logged_in + token.access_token_max_ttl - now > margin
+                if left > margin and renewable:
                     outcome = await self._renew()
                     # A renewal that found no server keeps the token while it lasts (tried again next call).
                     if outcome == "renewed" or outcome == "unanswered":

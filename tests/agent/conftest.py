@@ -32,7 +32,7 @@ from shared.db.pool import create_pool
 from tests.api_client import ApiClient, login
 from tests.issuance.conftest import api_without_broker, ring_doorbell
 from tests.pki_setup import make_pki
-from tests.stack import Stack
+from tests.stack import Stack, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 APPLICATIONS = "/api/v1/cert-manager/applications"
@@ -94,7 +94,7 @@ def write_config(pki: AgentPki, folder: Path, *, version: str = "v1", name: str 
                  status_check: str = "1s", failure_retry: str | None = None, max_failure_retries: int | None = None,
                  omit_root: bool | None = None, modes: dict[str, str] | None = None,
                  address: str | None = None, retry: dict[str, Any] | None = None,
-                 hooks: dict[str, dict[str, Any]] | None = None) -> Path:
+                 hooks: dict[str, dict[str, Any]] | None = None, remove_secret: bool = False) -> Path:
     """A KMS agent config in upstream's format, with credentials in files beside it and every hook
     appending to ``folder/hooks.log``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,8 @@ def write_config(pki: AgentPki, folder: Path, *, version: str = "v1", name: str 
                                  "retry-strategy": retry or {"base-delay": "200ms", "max-delay": "2s"}}
     config = {"version": version, "infisical": infisical,
               "auth": {"type": "universal-auth", "config": {"client-id": str(folder / "client-id"),
-                                                            "client-secret": str(folder / "client-secret")}},
+                                                            "client-secret": str(folder / "client-secret"),
+                                                            "remove_client_secret_on_read": remove_secret}},
               "certificates": [certificate]}
     path = folder / "certificate-agent-config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -174,10 +175,10 @@ def agent_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_once(config: Path, *, env: dict[str, str] | None = None, timeout: float = 180
+def run_once(config: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180
              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api.cli", "agent", "--config", str(config), "--once"], cwd=ROOT,
-                          env=agent_env(env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "api.cli", "agent", "--config", str(config), "--once", *args],
+                          cwd=ROOT, env=agent_env(env), capture_output=True, text=True, timeout=timeout)
 
 
 def log_lines(text: str) -> list[dict[str, Any]]:
@@ -228,6 +229,38 @@ class Agent:
 
     def tail(self, n: int = 30) -> str:
         return "\n".join(self.log_path.read_text().splitlines()[-n:]) if self.log_path.exists() else ""
+
+
+@dataclass
+class OwnApi:
+    """An API process of a test's own (same database and broker as the session's), to stop and start
+    again on the same port, or to run with settings of its own."""
+
+    stack: Stack
+    name: str
+    port: int
+    url: str
+    env: dict[str, str]
+
+    def stop(self) -> None:
+        self.stack.stop(self.name)
+
+    def start(self) -> None:
+        self.stack.start_api(name=self.name, port=self.port, env=self.env)
+
+
+def own_api_of(stack: Stack, env: dict[str, str] | None = None) -> OwnApi:
+    name, port = f"api-agent-{secrets.token_hex(3)}", free_port()
+    return OwnApi(stack, name, port, stack.start_api(name=name, port=port, env=env), dict(env or {}))
+
+
+@pytest.fixture
+def own_api(worker: Stack) -> Iterator[OwnApi]:
+    api = own_api_of(worker)
+    try:
+        yield api
+    finally:
+        api.stop()
 
 
 @pytest.fixture

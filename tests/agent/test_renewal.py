@@ -61,7 +61,7 @@ class PairReader(threading.Thread):
             if pair not in self._judged:
                 self._judged[pair] = self._matches(k1, c)
             if not self._judged[pair]:
-                self.mismatches.append(f"look {self.looks}: key {pair[0].hex()[:12]} with certificate {pair[1].hex()[:12]}")
+                self.mismatches.append(f"look {self.looks}: key {pair[0].hex()[:12]}, certificate {pair[1].hex()[:12]}")
 
     def _matches(self, key_pem: bytes, cert_pem: bytes) -> bool:
         try:
