@@ -180,6 +180,7 @@ class AgentConfig:
     remove_client_secret_on_read: bool
     retry: RetryStrategy
     certificates: tuple[CertificateConfig, ...] = field(default_factory=tuple)
+    ignored: tuple[str, ...] = ()  # upstream keys this agent does not act on (logged at start)
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -248,10 +249,12 @@ def parse_config(text: str) -> AgentConfig:
     certificates = tuple(_certificate(version, i, _mapping(c, f"certificate {i}"))
                          for i, c in enumerate(certificates_raw, start=1))
     _check_distinct_paths(certificates)
+    # Upstream's agent writes its token to ``sinks`` and caches it (``cache``); this one keeps it in memory.
+    ignored = tuple(key for key in ("sinks", "cache") if doc.get(key))
     return AgentConfig(version, address, _text(auth_config.get("client-id"), "auth.config.client-id"),
                        _text(auth_config.get("client-secret"), "auth.config.client-secret"),
                        _flag(auth_config.get("remove_client_secret_on_read"), "remove_client_secret_on_read"),
-                       strategy, certificates)
+                       strategy, certificates, ignored)
 
 
 def _certificate(version: str, index: int, raw: dict[str, Any]) -> CertificateConfig:

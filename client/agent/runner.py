@@ -50,6 +50,8 @@ def main(config_path: Path | None, *, once: bool, verbose: bool, once_wait: floa
         return EXIT_CONFIG
     log.info("agent starting", extra={"address": config.address, "version": config.version, "once": once,
                                       "certificates": [c.name for c in config.certificates]})
+    if config.ignored:
+        log.warning("these keys of the upstream agent's config are not used here", extra={"ignored": config.ignored})
     try:
         return asyncio.run(run(config, once_wait=once_wait if once else None))
     except KeyboardInterrupt:

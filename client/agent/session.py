@@ -88,9 +88,14 @@ class Session:
         """Runs ``operation`` with a live token; after a 401 logs in again and runs it once more."""
         for attempt in (1, 2):
             await self._ensure_token()
+            started = time.monotonic()
             try:
-                return await operation(self.client)
+                result = await operation(self.client)
+                log.debug("API call", extra={"call": what, "seconds": round(time.monotonic() - started, 3)})
+                return result
             except ApiError as exc:
+                log.debug("API call", extra={"call": what, "status": exc.status,
+                                             "seconds": round(time.monotonic() - started, 3)})
                 if exc.status == 401 and attempt == 1:
                     log.info("the access token was refused; logging in again", extra={"call": what})
                     self._token = None
