@@ -357,7 +357,10 @@ class CertificateAgent:
                 "renewAtTime": _rfc3339(datetime.fromtimestamp(renew_at, UTC)),
                 "writtenAt": _rfc3339(datetime.now(UTC))}
         outputs = self.store.outputs()
-        version = self.store.install(files, meta)
+        version, replaced = self.store.install(files, meta)
+        if replaced:
+            self._log.warning("files that were not the agent's were replaced by links to its store",
+                              extra={"replaced": [str(p) for p in replaced], "store": str(self.store.root)})
         self.state.pop("failure", None)
         self.state.pop("pending", None)
         self.state["lastStatus"] = "active"

@@ -148,7 +148,10 @@ async def run_once(agent: CertificateAgent, retry: RetryStrategy) -> int:
         return EXIT_AUTH
     except (Refused, StoreError) as exc:
         code = KIND_EXIT.get(exc.kind, EXIT_REFUSED) if isinstance(exc, Refused) else EXIT_REFUSED
-        await agent.record_failure(exc)
+        try:
+            await agent.record_failure(exc)
+        except StoreError as again:
+            named.error(str(again))
         named.error("not done: %s", exc, extra={"exitCode": code})
         return code
     except Exception:

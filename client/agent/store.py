@@ -126,15 +126,16 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def install(self, files: dict[str, str], meta: dict[str, Any]) -> str:
+    def install(self, files: dict[str, str], meta: dict[str, Any]) -> tuple[str, list[Path]]:
         """Writes a new version holding ``files`` (kind -> PEM text, one for each output) and ``meta``,
-        makes it current in one step, and returns its name."""
+        makes it current in one step, and returns its name and the output paths that held files of
+        their own until now (written by someone else, e.g. the upstream agent), now links."""
         try:
             return self._install(files, meta)
         except OSError as exc:
             raise StoreError(f"cannot write the certificate files under {self.root}: {exc.strerror or exc}") from None
 
-    def _install(self, files: dict[str, str], meta: dict[str, Any]) -> str:
+    def _install(self, files: dict[str, str], meta: dict[str, Any]) -> tuple[str, list[Path]]:
         outputs = self.outputs()
         assert set(files) == set(outputs), (sorted(files), sorted(outputs))
         for path, _ in outputs.values():
@@ -151,9 +152,9 @@ class Store:
         _fsync_dir(staging)
         os.rename(staging, self.root / version)
         self._point_current_at(version)
-        self.link_outputs()
+        replaced = self.link_outputs()
         self._prune(keep={version})
-        return version
+        return version, replaced
 
     def _point_current_at(self, version: str) -> None:
         link = self.root / f".current-{secrets.token_hex(4)}"

@@ -4,13 +4,14 @@ base 8, so an unquoted 0640 is 0640); durations in Go's syntax plus days. Pure: 
 
 from __future__ import annotations
 
+import base64
 import re
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from client.agent.config import ConfigError, parse_config
+from client.agent.config import ConfigError, parse_config, read_config
 from client.agent.durations import DurationError, parse_duration
 
 FILES = "file-output: {certificate: {path: /srv/c.pem}, private-key: {path: /srv/k.pem}}"
@@ -140,3 +141,9 @@ def test_the_readme_sample_config_reads_as_it_says() -> None:
 def test_upstream_keys_this_agent_does_not_use_are_named_not_refused() -> None:
     parsed = parse_config(config(V1, head=HEAD + "\nsinks: [{type: file, config: {path: /tmp/token}}]"))
     assert parsed.ignored == ("sinks",)
+
+
+def test_the_whole_config_may_come_base64_encoded_in_the_environment_as_upstream_allows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFISICAL_AGENT_CONFIG_BASE64", base64.b64encode(config(V1).encode()).decode())
+    assert read_config(Path("/nonexistent/agent.yaml")).certificates[0].project_slug == "shop"

@@ -49,7 +49,8 @@ async def test_api_stopped_for_60_seconds_the_agent_backs_off_keeps_the_old_file
     during = [line for line in agent.logs() if line["message"] == UNREACHABLE]
     own_api.start()
     await agent.until(lambda: agent.count("the API answers again") >= 1, timeout=30, what="recovery")
-    await agent.until(lambda: serial_of(cert) != first, timeout=30, what="the renewal that fell due")
+    await agent.until(lambda: serial_of(cert) != first and len(hook_runs(tmp_path)) == 2, timeout=30,
+                      what="the renewal that fell due, and its hook")
     renewed_at = time.time()
 
     # Logged and backed off: each wait between half and all of base * 2^(attempt-1), capped at max-delay.
@@ -82,6 +83,7 @@ async def test_a_certificate_that_expires_while_the_api_is_down_runs_on_failure_
     assert serial_of(cert) == first  # nothing to replace it with yet: the expired files stay
     assert hook_runs(tmp_path)[1][2:4] == ["expired:", "the"], hook_runs(tmp_path)
     own_api.start()
-    await agent.until(lambda: serial_of(cert) != first, timeout=30, what="the renewal")
+    await agent.until(lambda: serial_of(cert) != first and len(hook_runs(tmp_path)) == 3, timeout=30,
+                      what="the renewal and its hook")
     assert [run[0] for run in hook_runs(tmp_path)] == ["issuance", "failure", "renewal"]
     assert pair_matches(tmp_path / "private" / "key.pem", cert)

@@ -18,6 +18,7 @@ from tests.agent.conftest import (
     AgentPki,
     hook_runs,
     leaf,
+    log_lines,
     pair_matches,
     requests_of,
     run_once,
@@ -131,3 +132,17 @@ async def test_an_agent_killed_while_its_request_waits_for_a_worker_takes_that_r
                if line["message"] == "waiting for the certificate request sent earlier")
     assert await requests_of(db, agent_pki) == 1
     assert [run[0] for run in hook_runs(tmp_path)] == ["issuance"]
+
+
+async def test_files_another_agent_wrote_are_replaced_by_links_on_the_first_run_and_said_so(
+        agent_pki: AgentPki, tmp_path: Path) -> None:
+    # As the upstream agent leaves a host: plain files at the configured paths.
+    for path in (tmp_path / "private" / "key.pem", tmp_path / CERT, tmp_path / "out" / "chain.pem"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("written by the upstream agent\n")
+    config = write_config(agent_pki, tmp_path)
+    done = run_once(config)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / CERT).is_symlink() and pair_matches(tmp_path / "private" / "key.pem", tmp_path / CERT)
+    said = [line for line in log_lines(done.stderr) if line.get("replaced")]
+    assert len(said) == 1 and len(said[0]["replaced"]) == 3, said
