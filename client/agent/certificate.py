@@ -128,10 +128,14 @@ class CertificateAgent:
                 reason = info.get("revocationReason") or "UNSPECIFIED"
                 await self._open_failure("revoked", f"the certificate was revoked ({reason})", subject=serial,
                                          installed=installed)
-                if self.config.mode == "server-key" and self._may_act(now):
+                if self.config.mode != "server-key":
+                    # A CSR's key is its owner's (perhaps the compromised thing), and a certificate named by
+                    # id is someone else's: neither is replaced here. Look again at the next status check.
+                    return self._status_interval()
+                if self._may_act(now):
                     await self._submit("renewal")  # revoked: never renewed, a new one replaces it
                     return 0.0
-                return self._until_retry(now) if self.state.get("failure") else self._status_interval()
+                return self._until_retry(now)
         if (now >= renew_at or expired) and self.config.mode != "certificate-id":
             if not self._may_act(now):
                 return self._until_retry(now)

@@ -38,6 +38,7 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_AUTH, EXIT_UNREACHABLE, EXIT_REFUSED, EXI
 KIND_EXIT = {"failed": EXIT_REFUSED, "revoked": EXIT_REVOKED, "expired": EXIT_REVOKED, "pending": EXIT_PENDING}
 MAX_SLEEP_SECONDS = 60.0  # the files on disk are looked at at least this often
 MAX_STEPS_ONCE = 20
+MAX_STEPS_AT_ONCE = 10
 ONCE_WAIT_SECONDS = 120.0
 
 
@@ -99,9 +100,15 @@ class Backoff:
 async def run_forever(agent: CertificateAgent, retry: RetryStrategy, stop: asyncio.Event) -> None:
     backoff = Backoff(retry)
     named = Named(log, certificate=agent.config.name)
+    at_once = 0  # steps in a row that had more to do at once
     while not stop.is_set():
         try:
             delay = await agent.step()
+            at_once = at_once + 1 if delay <= 0 else 0
+            if at_once > MAX_STEPS_AT_ONCE:
+                # Never a busy loop, whatever the cause: a few steps in a row are normal (send, wait, write).
+                named.warning("still due after several steps in a row; pausing", extra={"steps": at_once})
+                delay = 1.0
             if backoff.attempts:
                 named.info("the API answers again", extra={"failedAttempts": backoff.attempts})
                 backoff = Backoff(retry)

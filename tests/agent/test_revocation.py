@@ -6,6 +6,7 @@ not run again."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from tests.agent.conftest import (
     CERTIFICATES,
     AgentPki,
     hook_runs,
+    make_csr,
     pair_matches,
     requests_of,
     serial_of,
@@ -78,3 +80,22 @@ async def test_a_revoked_certificate_the_profile_will_not_replace_keeps_its_file
     assert all("disabled" in line["message"] for line in attempts), attempts
     # Refused (by the worker, or by the API once its profile cache has seen the CA disabled): no new certificate.
     assert await db.fetchval("SELECT count(*) FROM certificates WHERE project_id = $1::uuid", agent_pki.project_id) == 1
+
+
+async def test_a_revoked_csr_certificate_past_its_renewal_moment_is_looked_at_once_per_status_check(
+        agent_pki: AgentPki, start_agent, tmp_path: Path, db: asyncpg.Connection) -> None:
+    csr, _ = make_csr(tmp_path / "csr", "csr-revoked.example.test")
+    # Due for renewal 3 s after issuance (renew-before 27 s of 30 s), then revoked: not re-submitted.
+    config = write_config(agent_pki, tmp_path, name="csr-revoked.example.test", csr_path=csr, ttl="30s",
+                          renew_before="27s", status_check="1s")
+    cert = tmp_path / "out" / "cert.pem"
+    agent = start_agent(config)
+    await agent.until(lambda: cert.exists() and hook_runs(tmp_path), what="the certificate")
+    meta = json.loads((tmp_path / "out" / ".cert.pem.kms-agent" / "current" / "meta.json").read_text())
+    await revoke(agent_pki, meta["certificateId"], "SUPERSEDED")
+    await agent.until(lambda: len(hook_runs(tmp_path)) == 2, what="on-failure")
+    checks = agent.count("status checked")
+    await asyncio.sleep(5)
+    assert agent.count("status checked") - checks <= 7  # about one a second, not a busy loop
+    assert [run[0] for run in hook_runs(tmp_path)] == ["issuance", "failure"]
+    assert await requests_of(db, agent_pki) == 1
