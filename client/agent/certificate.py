@@ -85,6 +85,12 @@ class CertificateAgent:
 
     async def step(self) -> float:
         """Does what is due now; returns the seconds until something is due next (0: at once)."""
+        try:
+            return await self._step()
+        except ApiError as exc:  # an answer none of the steps expected: final, with what it said
+            raise Refused(f"the API refused: {describe(exc)}") from None
+
+    async def _step(self) -> float:
         now = time.time()
         installed = self.current()
         expired = False
@@ -115,7 +121,18 @@ class CertificateAgent:
         serial, certificate_id = installed.meta["serialNumber"], installed.meta["certificateId"]
         renew_at = float(installed.meta.get("renewAt") or 0.0)
         if now >= float(self.state.get("nextStatusCheck", 0.0)) or now >= renew_at:
-            info = await self._metadata(certificate_id, "read the certificate's status")
+            try:
+                info = await self._metadata(certificate_id, "read the certificate's status")
+            except ApiError as exc:
+                if exc.status != 404 or self.config.mode == "certificate-id":
+                    raise
+                # Deleted on the server: it can no longer be checked or renewed, so a new one replaces it.
+                self._log.warning("the API no longer knows the certificate on disk; requesting a new one",
+                                  extra={"certificateId": certificate_id})
+                if not self._may_act(now):
+                    return self._until_retry(now)
+                await self._submit("renewal")
+                return 0.0
             self.state["nextStatusCheck"] = now + self._status_interval()
             self.state["lastStatus"] = info.get("status")
             self._save()
@@ -215,6 +232,11 @@ class CertificateAgent:
                                    application_id=application_id), "request a certificate")
         except ApiError as exc:
             self._drop_pending()
+            if exc.status == 409 and isinstance(pending, dict):
+                # The key of an earlier attempt, with another body (the profile was replaced): a new one.
+                self._log.info("the earlier request's Idempotency-Key does not fit this request; sending it anew")
+                await self._submit(event)
+                return
             if exc.status == 404:
                 self._resolved = None  # the profile may have been replaced: resolve the names again
             raise Refused(f"the certificate request was refused: {describe(exc)}") from None
@@ -271,8 +293,12 @@ class CertificateAgent:
             if self.once_wait is not None and time.monotonic() - started > self.once_wait:
                 raise Refused(f"certificate request {request_id} still {result.get('status')} after "
                               f"{self.once_wait:g}s", "pending")
-            result, retry_after = await self.session.call(
-                lambda c: c.request_status(request_id, wait=wait), "wait for the certificate request")
+            try:
+                result, retry_after = await self.session.call(
+                    lambda c: c.request_status(request_id, wait=wait), "wait for the certificate request")
+            except ApiError as exc:
+                self._drop_pending()  # gone, or not this identity's: never waited for again
+                raise Refused(f"cannot follow certificate request {request_id}: {describe(exc)}") from None
             if result.get("status") not in FINAL and retry_after:
                 await asyncio.sleep(min(retry_after, 5.0))
         self._drop_pending()

@@ -99,3 +99,18 @@ async def test_a_revoked_csr_certificate_past_its_renewal_moment_is_looked_at_on
     assert agent.count("status checked") - checks <= 7  # about one a second, not a busy loop
     assert [run[0] for run in hook_runs(tmp_path)] == ["issuance", "failure"]
     assert await requests_of(db, agent_pki) == 1
+
+
+async def test_a_certificate_deleted_on_the_server_is_replaced_by_a_new_one(
+        agent_pki: AgentPki, start_agent, tmp_path: Path, db: asyncpg.Connection) -> None:
+    config = write_config(agent_pki, tmp_path)
+    cert = tmp_path / "out" / "cert.pem"
+    agent = start_agent(config)
+    await agent.until(lambda: cert.exists() and hook_runs(tmp_path), what="the first certificate")
+    first = serial_of(cert)
+    r = await agent_pki.admin.delete(f"{CERTIFICATES}/{current_meta(tmp_path)['certificateId']}")
+    assert r.status == 200, r.body
+    await agent.until(lambda: serial_of(cert) != first and len(hook_runs(tmp_path)) == 2, what="the replacement")
+    assert [run[0] for run in hook_runs(tmp_path)] == ["issuance", "renewal"]
+    assert pair_matches(tmp_path / "private" / "key.pem", cert)
+    assert await requests_of(db, agent_pki) == 2
