@@ -100,6 +100,8 @@ class Store:
             folder = self.root / version
             meta: dict[str, Any] = json.loads((folder / META).read_text())
             certificate = x509.load_pem_x509_certificate((folder / FILES["certificate"]).read_bytes())
+            if any(not (folder / FILES[kind]).is_file() for kind in self.outputs()):
+                return None  # the config names a file this version lacks (a chain path added since)
             if self.writes_key:
                 key = serialization.load_pem_private_key((folder / FILES["private-key"]).read_bytes(), None)
                 if not key_matches(key, certificate):
