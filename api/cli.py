@@ -20,7 +20,7 @@ from shared.logging import configure_logging
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] in {"login", "cert", "batch"}:
+    if args_list and args_list[0] in {"login", "cert", "batch", "agent"}:
         # Client commands talk HTTP only (client/cli.py); they need no server settings.
         from client.cli import main as client_main
 
