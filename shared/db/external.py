@@ -95,8 +95,8 @@ async def store_account_key(conn: Executor, ca_id: UUID, encrypted_key: bytes) -
 
 
 async def reseal_secrets(conn: Executor, ca_id: UUID, encrypted_secrets: bytes, sealed_by: str) -> None:
-    await conn.execute("UPDATE upstream_acme_accounts SET encrypted_secrets = $2, secrets_sealed_by = $3, updated_at = now()"
-                       " WHERE ca_id = $1", ca_id, encrypted_secrets, sealed_by)
+    await conn.execute("UPDATE upstream_acme_accounts SET encrypted_secrets = $2, secrets_sealed_by = $3,"
+                       " updated_at = now() WHERE ca_id = $1", ca_id, encrypted_secrets, sealed_by)
 
 
 async def activate_acme(conn: Executor, ca_id: UUID, account_url: str) -> None:
