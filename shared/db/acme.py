@@ -359,7 +359,8 @@ async def previous_certificate(conn: Executor, account_id: UUID, identifiers: li
 async def order_certificate(conn: Executor, account_id: UUID, order_id: UUID) -> tuple[str, str] | None:
     """(leaf PEM, chain PEM) of a valid order of the account."""
     row = await conn.fetchrow(
-        "SELECT c.certificate_pem, c.chain_pem FROM acme_orders o JOIN certificates c ON c.id = o.certificate_id"
+        "SELECT c.certificate_pem, coalesce(c.chain_pem, ch.chain) AS chain_pem FROM acme_orders o"
+        " JOIN certificates c ON c.id = o.certificate_id LEFT JOIN certificate_chains ch ON ch.digest = c.chain_digest"
         " WHERE o.id = $1 AND o.account_id = $2 AND o.status = 'valid' AND c.deleted_at IS NULL",
         order_id, account_id)
     return None if row is None else (row["certificate_pem"], row["chain_pem"])

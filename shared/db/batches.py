@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from shared.db import Executor
-from shared.db.requests import CertificateRow, RequestRow
+from shared.db.requests import CHAIN_JOIN, CertificateRow, RequestRow, cert_columns
 
 
 @dataclass(frozen=True)
@@ -114,11 +114,11 @@ async def items(conn: Executor, batch_id: UUID, *, status: str | None, after_ind
     """Items in index order after ``after_index``, with their certificates (one query)."""
     req_fields = list(RequestRow.__dataclass_fields__)
     cert_fields = list(CertificateRow.__dataclass_fields__)
-    cols = ", ".join([*(f"r.{c} AS r_{c}" for c in req_fields), *(f"c.{c} AS c_{c}" for c in cert_fields)])
+    cols = ", ".join([*(f"r.{c} AS r_{c}" for c in req_fields), cert_columns("c_")])
     # "pending" as a filter means not final yet, processing included (as in the counters).
     status_filter = "($3::text IS NULL OR r.status = $3 OR ($3 = 'pending' AND r.status = 'processing'))"
     rows = await conn.fetch(
-        f"SELECT {cols} FROM certificate_requests r LEFT JOIN certificates c ON c.request_id = r.id"
+        f"SELECT {cols} FROM certificate_requests r LEFT JOIN certificates c ON c.request_id = r.id{CHAIN_JOIN}"
         f" WHERE r.batch_id = $1 AND r.batch_index > $2 AND {status_filter}"
         f" ORDER BY r.batch_index LIMIT $4", batch_id, after_index, status, limit)
     out = []

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from shared.db import Executor
-from shared.db.requests import CertificateRow
+from shared.db.requests import CHAIN_JOIN, CertificateRow, cert_columns
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ async def profile_certificates(conn: Executor, profile_id: UUID, *, offset: int,
     fields = list(CertificateRow.__dataclass_fields__)
     args = (profile_id, status, _like(search))
     rows = await conn.fetch(
-        f"SELECT {', '.join(fields)}, count(*) OVER () AS total FROM certificates WHERE {_CERT_FILTER}"
+        f"SELECT {cert_columns()}, count(*) OVER () AS total FROM certificates c{CHAIN_JOIN} WHERE {_CERT_FILTER}"
         f" ORDER BY created_at DESC, id OFFSET $4 LIMIT $5", *args, offset, limit)
     total = rows[0]["total"] if rows else await conn.fetchval(
         f"SELECT count(*) FROM certificates WHERE {_CERT_FILTER}", *args)
@@ -236,7 +236,7 @@ async def latest_active_certificate(conn: Executor, profile_id: UUID) -> Certifi
     """The profile's newest certificate that is valid now, or None."""
     fields = list(CertificateRow.__dataclass_fields__)
     row = await conn.fetchrow(
-        f"SELECT {', '.join(fields)} FROM certificates WHERE profile_id = $1 AND not_after > now()"
+        f"SELECT {cert_columns()} FROM certificates c{CHAIN_JOIN} WHERE profile_id = $1 AND not_after > now()"
         f" AND revoked_at IS NULL AND not_before <= now() ORDER BY not_before DESC, created_at DESC, id LIMIT 1",
         profile_id)
     return None if row is None else CertificateRow(**{k: row[k] for k in fields})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,7 +71,19 @@ class CertificateRow:
 
 
 _REQ_COLS = ", ".join(RequestRow.__dataclass_fields__)
-_CERT_COLS = ", ".join(CertificateRow.__dataclass_fields__)
+# A certificate's chain is stored once (certificate_chains, migration 0020) and read through this join;
+# rows stored before it keep their chain inline.
+CHAIN_JOIN = " LEFT JOIN certificate_chains ch ON ch.digest = c.chain_digest"
+_SHARED = {"chain_pem": "coalesce(c.chain_pem, ch.chain)",
+           "issuing_ca_pem": "coalesce(c.issuing_ca_pem, ch.issuing_ca)"}
+
+
+def cert_columns(prefix: str = "") -> str:
+    """The CertificateRow columns of ``certificates c`` joined with CHAIN_JOIN, each named ``prefix + field``."""
+    return ", ".join(f"{_SHARED.get(f, 'c.' + f)} AS {prefix}{f}" for f in CertificateRow.__dataclass_fields__)
+
+
+_CERT_COLS = cert_columns()
 
 
 def _request(row: Any) -> RequestRow:
@@ -122,10 +135,9 @@ async def get_request(conn: Executor, request_id: UUID, project_id: UUID | None 
 async def request_with_certificate(conn: Executor, request_id: UUID, project_id: UUID) -> RequestWithCertificate | None:
     """One round trip for the poll path: the request and, once issued, its certificate."""
     req_cols = ", ".join(f"r.{c} AS r_{c}" for c in RequestRow.__dataclass_fields__)
-    cert_cols = ", ".join(f"c.{c} AS c_{c}" for c in CertificateRow.__dataclass_fields__)
     row = await conn.fetchrow(
-        f"SELECT {req_cols}, {cert_cols} FROM certificate_requests r"
-        f" LEFT JOIN certificates c ON c.request_id = r.id WHERE r.id = $1 AND r.project_id = $2",
+        f"SELECT {req_cols}, {cert_columns('c_')} FROM certificate_requests r"
+        f" LEFT JOIN certificates c ON c.request_id = r.id{CHAIN_JOIN} WHERE r.id = $1 AND r.project_id = $2",
         request_id, project_id)
     if row is None:
         return None
@@ -166,7 +178,8 @@ async def release(conn: Executor, request_ids: list[UUID], token: UUID, error: s
 async def get_certificate(conn: Executor, certificate_id: UUID, project_id: UUID) -> CertificateRow | None:
     """A certificate of the project, unless it was deleted."""
     row = await conn.fetchrow(
-        f"SELECT {_CERT_COLS} FROM certificates WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL",
+        f"SELECT {_CERT_COLS} FROM certificates c{CHAIN_JOIN}"
+        " WHERE c.id = $1 AND c.project_id = $2 AND c.deleted_at IS NULL",
         certificate_id, project_id)
     return None if row is None else _certificate(row)
 
@@ -205,7 +218,7 @@ async def touch_requests(conn: Executor, ids: list[UUID]) -> None:
     await conn.execute("UPDATE certificate_requests SET updated_at = now() WHERE id = ANY($1::uuid[])", ids)
 
 
-_STORE_FIELDS = list(CertificateRow.__dataclass_fields__)
+_STORE_FIELDS = [*CertificateRow.__dataclass_fields__, "chain_digest"]
 # Everything a signature changes, in ONE statement (so one round trip, and atomic on its own): the request
 # becomes issued (only for the holder of the claim token $3), the serial is reserved for its issuer, the
 # certificate is stored (unique per request), a renewed certificate is linked to its successor, the
@@ -234,13 +247,30 @@ _STORE_SQL = f"""
 """
 
 
+def chain_digest(cert: CertificateRow) -> bytes:
+    return hashlib.sha256(f"{cert.chain_pem}\0{cert.issuing_ca_pem or ''}".encode()).digest()
+
+
 def _store_args(cert: CertificateRow, token: UUID, serial_issuer: UUID, details: dict[str, Any]) -> tuple[Any, ...]:
-    return (cert.id, cert.request_id, token, serial_issuer, *(getattr(cert, f) for f in _STORE_FIELDS), details)
+    # The chain goes to certificate_chains (_store_chains); the row keeps only its digest.
+    stored = {"chain_pem": None, "issuing_ca_pem": None, "chain_digest": chain_digest(cert)}
+    return (cert.id, cert.request_id, token, serial_issuer,
+            *(stored[f] if f in stored else getattr(cert, f) for f in _STORE_FIELDS), details)
+
+
+async def _store_chains(conn: Executor, certs: list[CertificateRow]) -> None:
+    """Each distinct chain of ``certs`` once (a chunk from one CA has one or two: with and without root)."""
+    chains = {chain_digest(c): c for c in certs}
+    await conn.execute(
+        "INSERT INTO certificate_chains (digest, chain, issuing_ca)"
+        " SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) ON CONFLICT (digest) DO NOTHING",
+        list(chains), [c.chain_pem for c in chains.values()], [c.issuing_ca_pem for c in chains.values()])
 
 
 async def store_issued(conn: Executor, cert: CertificateRow, *, token: UUID, serial_issuer: UUID,
                        audit_details: dict[str, Any]) -> bool:
     """Store one signature (see _STORE_SQL); False when the claim was lost (nothing is written)."""
+    await _store_chains(conn, [cert])
     return bool(await conn.fetchval(_STORE_SQL, *_store_args(cert, token, serial_issuer, audit_details)))
 
 
@@ -248,6 +278,7 @@ async def store_many(conn: asyncpg.Connection, items: list[tuple[CertificateRow,
                      token: UUID) -> None:
     """Store many signatures in the caller's transaction; asyncpg pipelines executemany."""
     if items:
+        await _store_chains(conn, [c for c, _, _ in items])
         await conn.executemany(_STORE_SQL, [_store_args(c, token, issuer, d) for c, issuer, d in items])
 
 
@@ -439,11 +470,11 @@ async def due_renewals(conn: Executor, limit: int) -> list[CertificateRow]:
     expired nor deleted), not renewed or being renewed, with a server-made key and no renewal error;
     read through certificates_renewal_due_idx."""
     rows = await conn.fetch(
-        f"SELECT {_CERT_COLS} FROM certificates"
+        f"SELECT {_CERT_COLS} FROM certificates c{CHAIN_JOIN}"
         " WHERE auto_renew AND renewal_due_at IS NOT NULL AND renewed_by_id IS NULL AND renewal_request_id IS NULL"
         " AND renewal_error IS NULL AND revoked_at IS NULL AND deleted_at IS NULL"
         " AND renewal_due_at <= now() AND not_after > now() AND encrypted_private_key IS NOT NULL"
-        " ORDER BY renewal_due_at LIMIT $1 FOR UPDATE SKIP LOCKED", limit)
+        " ORDER BY renewal_due_at LIMIT $1 FOR UPDATE OF c SKIP LOCKED", limit)
     return [_certificate(r) for r in rows]
 
 
