@@ -14,8 +14,10 @@ fi
 
 # OS tools the tests use: openssl (chains, TLS handshakes), pg_dump, docker-compose (validates the
 # compose file without a Docker engine), bind9's named (the DNS server ACME dns-01 tests validate
-# against). Installed only if missing.
+# against), Debian's chromium (the browser tests/web/ drives through Playwright, which never downloads
+# a browser of its own). Installed only if missing.
 missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v named >/dev/null || [ -x /usr/sbin/named ] || missing+=(bind9)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
