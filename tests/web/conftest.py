@@ -6,8 +6,9 @@ headless through its executable path: Playwright's own browser download is never
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -15,7 +16,8 @@ from uuid import UUID
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from shared import users
+from api.broker import Broker
+from shared import tasks, users
 from shared.db.pool import create_pool
 from tests.stack import Stack
 
@@ -68,3 +70,37 @@ async def sign_in(browser: Browser, api_url: str, user: WebUser) -> Page:
         await page.get_by_role("button", name="Sign in").click()
     assert page.url.endswith("/projects"), (page.url, await page.content())
     return page
+
+
+# Nothing listens on port 1 of the loopback interface: the API's doorbell to the workers never rings.
+UNREACHABLE_BROKER = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture(scope="session")
+def api_without_broker(worker: Stack) -> Iterator[str]:
+    """An API whose requests stay pending until a test rings the real broker: a page is seen pending first."""
+    name = "web-api-without-broker"
+    url = worker.start_api(name=name, env={"KMS_BROKER_URL": UNREACHABLE_BROKER})
+    try:
+        yield url
+    finally:
+        worker.stop(name)
+
+
+@pytest.fixture
+def ring_doorbell(worker: Stack) -> Callable[[str], Awaitable[None]]:
+    """Sends ``issue_certificate(request_id)`` to the session's real broker, as the reconciler does."""
+    async def ring(request_id: str) -> None:
+        broker = Broker(worker.broker_url)
+        try:
+            await broker.send(tasks.ISSUE_CERTIFICATE, [request_id])
+        finally:
+            await broker.close()
+    return ring
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """With KMS_WEB_SCREENSHOTS set to a directory (the README's are in docs/), saves a PNG of the page."""
+    where = os.environ.get("KMS_WEB_SCREENSHOTS")
+    if where:
+        await page.screenshot(path=str(Path(where) / f"{name}.png"), full_page=True)
