@@ -3,7 +3,7 @@
 The page modules register into one route table, ``routes`` (see ``api.web.base``).
 """
 
-from api.web import account, issuance, static
+from api.web import account, certificates, issuance, static
 from api.web.base import routes
 
-__all__ = ["account", "issuance", "routes", "static"]
+__all__ = ["account", "certificates", "issuance", "routes", "static"]

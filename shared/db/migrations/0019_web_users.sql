@@ -32,3 +32,7 @@ CREATE TABLE web_sessions (
 );
 CREATE INDEX web_sessions_user_idx ON web_sessions (user_id);
 CREATE INDEX web_sessions_expires_idx ON web_sessions (expires_at);
+
+-- The web UI's certificates list filtered to "expiring within N days" walks this, soonest first
+-- (shared.db.certificate_listing); newest first walks certificates_project_idx.
+CREATE INDEX certificates_project_not_after_idx ON certificates (project_id, not_after, id);
