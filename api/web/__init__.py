@@ -3,7 +3,7 @@
 The page modules register into one route table, ``routes`` (see ``api.web.base``).
 """
 
-from api.web import account, certificates, issuance, static
+from api.web import account, authorities, batches, certificates, issuance, static
 from api.web.base import routes
 
-__all__ = ["account", "certificates", "issuance", "routes", "static"]
+__all__ = ["account", "authorities", "batches", "certificates", "issuance", "routes", "static"]

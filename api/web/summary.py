@@ -31,18 +31,20 @@ def _pattern_rule(rule: PatternRule) -> str:
     return f"{NAME_WORDS.get(rule.type, rule.type)}: {'; '.join(parts) or 'none allowed'}"
 
 
-def policy_sentences(rules: PolicyRules, defaults: ProfileDefaults) -> list[str]:
-    """Which names, key types and lifetimes the policy allows, one sentence each."""
+def policy_sentences(rules: PolicyRules, defaults: ProfileDefaults | None = None) -> list[str]:
+    """Which names, key types and lifetimes the policy allows, one sentence each (and, given a profile's
+    defaults, what it fills in)."""
     out = [_pattern_rule(rule) for rule in [*rules.subject, *rules.sans]]
     if not rules.sans:
         out.append("Subject alternative names: none allowed")
     keys = rules.algorithms.key_algorithm
     out.append(f"Key types: {_listing(keys)}" if keys else "Key types: any the service supports")
-    default_ttl = f"{defaults.ttl_days} days" if defaults.ttl_days else (defaults.ttl or "none")
     out.append(f"Maximum lifetime: {rules.validity.max}" if rules.validity else
                "Maximum lifetime: no limit of the policy's own (never past the CA's)")
-    default_key = defaults.key_algorithm or "the CA's"
-    out.append(f"Default lifetime: {default_ttl}; default key type: {default_key}")
+    if defaults is not None:
+        default_ttl = f"{defaults.ttl_days} days" if defaults.ttl_days else (defaults.ttl or "none")
+        default_key = defaults.key_algorithm or "the CA's"
+        out.append(f"Default lifetime: {default_ttl}; default key type: {default_key}")
     if rules.key_usages is not None:
         out.append(f"Key usages: {_listing([*rules.key_usages.allowed, *rules.key_usages.required]) or 'none'}")
     if rules.extended_key_usages is not None:
