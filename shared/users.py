@@ -87,6 +87,8 @@ async def sign_in(pool: asyncpg.Pool, email: str, password: str, idle_seconds: f
     csrf = secrets.token_urlsafe(32)
     await db.insert_session(pool, digest=credentials.token_digest(value), user_id=found[0].id, csrf_token=csrf,
                             idle_seconds=idle_seconds)
+    # Sessions left to expire (never signed out) are removed here, a few at a time as people sign in.
+    await db.delete_expired_sessions(pool)
     return NewSession(value, csrf)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.context import DB, SETTINGS
+from api.context import DB, RATE_LIMITER, SETTINGS
 from api.web.base import SESSION_COOKIE, Visit, field_map, page, redirect, secure_cookies
 from shared import access, users
 from shared.db import users as users_db
@@ -35,10 +35,16 @@ async def sign_in(visit: Visit) -> web.StreamResponse:
     request = visit.request
     email, password = visit.form.get("email", ""), visit.form.get("password", "")
     target = _next(visit.form.get("next"))
+    # Failed sign-ins of one address draw from the bucket failed logins of one client id do (from any
+    # source; the per-source limit was taken by the rate limit middleware): a guess costs a token until
+    # it succeeds.
+    limiter, key = request.app[RATE_LIMITER], "web:" + users.normalise_email(email)
+    await limiter.login_begins(key)
     try:
         new = await users.sign_in(request.app[DB], email, password, request.app[SETTINGS].web_session_idle_seconds)
     except Unauthorized as err:
         return visit.render("sign_in.html", status=401, next=target, email=email, errors={"": [err.detail]})
+    await limiter.login_succeeded(key)
     response = redirect(target)
     # No Max-Age: a browser session cookie; the server ends the session when idle (web_session_idle_seconds).
     response.set_cookie(SESSION_COOKIE, new.cookie_value, httponly=True, samesite="Strict", path="/",

@@ -110,6 +110,8 @@ async def delete_session(conn: Executor, digest: bytes) -> None:
     await conn.execute("DELETE FROM web_sessions WHERE digest = $1", digest)
 
 
-async def delete_expired_sessions(conn: Executor) -> int:
-    done: str = await conn.execute("DELETE FROM web_sessions WHERE expires_at <= now()")
+async def delete_expired_sessions(conn: Executor, limit: int = 1000) -> int:
+    done: str = await conn.execute(
+        "DELETE FROM web_sessions WHERE digest IN"
+        " (SELECT digest FROM web_sessions WHERE expires_at <= now() LIMIT $1)", limit)
     return int(done.split()[-1])

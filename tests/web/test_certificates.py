@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.async_api import Browser, Page, expect
@@ -50,9 +51,11 @@ async def _crl_serials(api_url: str, ca_id: str) -> set[int]:
 
 
 async def test_issue_download_the_bundle_and_revoke_it_onto_the_crl(
-        worker: Stack, api_url: str, tenant: Tenant, make_user, browser: Browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        worker: Stack, api_url: str, tenant: Tenant, make_user, browser: Browser, tmp_path: Path,
+        db: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
     pki = await make_pki(tenant.admin, tenant.project_id)
-    page = await sign_in(browser, api_url, await make_user(tenant.project_id, "issuer"))
+    user = await make_user(tenant.project_id, "issuer")
+    page = await sign_in(browser, api_url, user)
     await page.goto(await _issue(page, pki, "pay.example.test", "pay.example.test\n127.0.0.1"))
     await expect(page.locator("#certificate-status")).to_have_text("active")
     await expect(page.locator("#alt-names")).to_contain_text("pay.example.test")
@@ -67,6 +70,11 @@ async def test_issue_download_the_bundle_and_revoke_it_onto_the_crl(
     assert leaf.public_key() == key.public_key()
     assert leaf.subject.rfc4514_string() == "CN=pay.example.test"
     assert [c.subject.rfc4514_string() for c in certs[1:]] == ["CN=web Test Issuing CA", "CN=web Test Root"]
+    # The key handed out is audited, under the user's name.
+    read_by = await db.fetch("SELECT actor FROM audit_events WHERE action = 'certificate.private_key.read'"
+                             " AND subject_id = $1", page.url.rsplit("/", 1)[1])
+    user_id = await db.fetchval("SELECT id FROM web_users WHERE email = $1", user.email)
+    assert [r["actor"] for r in read_by] == [f"user:{user_id}"]
     assert int((await page.locator("#serial").text_content() or "").replace(":", ""), 16) == leaf.serial_number
 
     await page.get_by_label("Reason").select_option("KEY_COMPROMISE")

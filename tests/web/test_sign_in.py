@@ -198,3 +198,16 @@ async def test_pages_carry_a_strict_csp_nosniff_and_frame_denial(api_url: str) -
                 assert resp.headers["X-Frame-Options"] == "DENY"
         async with session.get(api_url + "/projects", allow_redirects=False) as resp:
             assert resp.status == 303 and resp.headers["Location"] == "/sign-in?next=/projects"
+
+
+async def test_repeated_wrong_passwords_for_one_address_are_rate_limited(
+        api_url: str, tenant: Tenant, make_user) -> None:  # type: ignore[no-untyped-def]
+    """Failed sign-ins of one address share the failed-login bucket of a client id (30, then 429)."""
+    user = await make_user(tenant.project_id, "viewer")
+    statuses = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(32):
+            async with session.post(api_url + "/sign-in", data={"email": user.email, "password": "wrong"},
+                                    allow_redirects=False) as r:
+                statuses.append(r.status)
+    assert statuses[:30] == [401] * 30 and statuses[30:] == [429, 429], statuses
