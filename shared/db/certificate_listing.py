@@ -45,7 +45,7 @@ class Cursor:
 async def list_certificates(conn: Executor, f: CertificateFilter, *, limit: int, after: Cursor | None
                             ) -> tuple[list[CertificateRow], Cursor | None]:
     """One page, and the cursor of the next (None on the last page)."""
-    where = ["project_id = $1"]
+    where = ["project_id = $1", "deleted_at IS NULL"]  # a deleted certificate is hidden (migration 0010)
     args: list[Any] = [f.project_id]
     if f.status is not None:
         where.append(_STATUS_SQL[f.status])

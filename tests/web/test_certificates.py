@@ -187,6 +187,15 @@ async def test_the_list_filters_by_status_profile_and_expiry_and_pages(
     await page.get_by_role("link", name="First page").click()
     await expect(table).to_contain_text("two.example.test")
 
+    # A certificate deleted over the API is gone from the list, and its page is a 404 page.
+    deleted = await tenant.admin.delete(f"/api/v1/cert-manager/certificates/{first.rsplit('/', 1)[1]}")
+    assert deleted.status == 200, deleted.body
+    await page.goto(f"/projects/{pki.project_id}/certificates")
+    await expect(table.get_by_role("row")).to_have_count(1)
+    await expect(table).to_contain_text("two.example.test")
+    answer = await page.goto(first)
+    assert answer is not None and answer.status == 404
+
 
 async def test_renew_makes_a_new_certificate_linked_to_the_old_which_stays_active(
         worker: Stack, api_url: str, tenant: Tenant, make_user, browser: Browser) -> None:  # type: ignore[no-untyped-def]
