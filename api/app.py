@@ -11,7 +11,7 @@ from uuid import UUID
 
 from aiohttp import web
 
-from api import acme, applications, auth, authorities, batches, certificates, ocsp, ops, pki_files, profiles
+from api import acme, applications, auth, authorities, batches, certificates, external, ocsp, ops, pki_files, profiles
 from api.broker import Broker
 from api.context import (
     BROKER,
@@ -50,7 +50,8 @@ from shared.secrets.keyring import KeyRing, root_key_from
 
 ROUTE_TABLES: list[Routes] = [
     ops.routes, auth.routes, authorities.routes, profiles.routes, applications.routes, certificates.routes,
-    batches.routes, pki_files.routes, ocsp.routes, acme.routes, web_routes,
+    batches.routes, pki_files.routes, ocsp.routes, acme.routes, external.routes, external.challenge_routes,
+    web_routes,
 ]
 # How often the OCSP answers each responder signed are written to the audit log (one event per responder).
 OCSP_COUNT_FLUSH_SECONDS = 60.0

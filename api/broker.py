@@ -14,7 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from celery import Celery
 
-from shared.tasks import DOORBELL_HOLD_MS, DOORBELL_KEY, ISSUE_BATCH_CHUNK, celery_config
+from shared.tasks import DOORBELL_HOLD_MS, DOORBELL_KEY, ISSUE_BATCH_CHUNK, OBTAIN_EXTERNAL, celery_config
 
 log = logging.getLogger("kms.api")
 # How long a request may wait for others to share its message, and the most one message carries.
@@ -51,6 +51,14 @@ class Broker:
                 "task": name, "error": f"{type(exc).__name__}: {exc}"})
             return False
         return True
+
+    async def enqueue(self, request_id: str, issuer_kind: str) -> None:
+        """A new request to its workers: an external CA's has a task of its own on kms.external (one
+        upstream order each), never the signers' doorbell; the reconciler re-sends either if lost."""
+        if issuer_kind == "external":
+            await self.send_best_effort(OBTAIN_EXTERNAL, [request_id])
+        else:
+            self.ring(request_id)
 
     def ring(self, request_id: str) -> None:
         """Ask for one request to be issued. Requests arriving within a few milliseconds of each other

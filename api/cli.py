@@ -20,7 +20,7 @@ from shared.logging import configure_logging
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] in {"login", "cert", "batch"}:
+    if args_list and args_list[0] in {"login", "cert", "batch", "agent"}:
         # Client commands talk HTTP only (client/cli.py); they need no server settings.
         from client.cli import main as client_main
 
@@ -118,8 +118,9 @@ def _serve(args: argparse.Namespace, rest: list[str], settings: Settings) -> int
     port = args.port or settings.api_port
     try:
         # uvloop: the same asyncio API on libuv, with less event-loop overhead per request.
+        # reuse_port: several `serve` processes on one port share its connections (SO_REUSEPORT, Linux).
         web.run_app(create_app(settings), host=host, port=port, access_log=None, print=None,
-                    handle_signals=True, loop=uvloop.new_event_loop())
+                    handle_signals=True, loop=uvloop.new_event_loop(), reuse_port=settings.api_reuse_port or None)
     except ConfigurationError as exc:
         print(f"kms-pki serve: refusing to start: {exc}", file=sys.stderr)
         return 1

@@ -140,20 +140,34 @@ async def run(args: argparse.Namespace, stack: Stack, cfssl_url: str) -> None:
     print(f"ratios: single/cfssl = {ratios['singleOverCfssl']}, batch/cfssl = {ratios['batchOverCfssl']}")
 
 
+def start_apis(stack: Stack, procs: int) -> None:
+    """One API process, or ``procs`` of them on one port (the kernel spreads the connections)."""
+    if procs <= 1:
+        stack.start_api()
+        return
+    port = free_port()
+    for n in range(procs):
+        url = stack.start_api(port=port, name="api" if n == 0 else f"api{n}", env={"KMS_API_REUSE_PORT": "true"})
+    stack.api_url = url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--batch-items", type=int, default=10000)
     parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--api-procs", type=int, default=1, help="API processes sharing one port (SO_REUSEPORT)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes, each with its own pool")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="kms-cfssl-"))
     cfssl, cfssl_url = start_cfssl(folder)
     stack = Stack(name="compare", extra_env={"KMS_LOG_LEVEL": "WARNING"})
     stack.create_database()
     try:
-        stack.start_api()
-        stack.start_worker(concurrency=args.worker_concurrency)
+        start_apis(stack, args.api_procs)
+        for n in range(args.workers):
+            stack.start_worker(name=f"worker{n}" if n else "worker", concurrency=args.worker_concurrency)
         asyncio.run(run(args, stack, cfssl_url))
     finally:
         cfssl.terminate()

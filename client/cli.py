@@ -1,6 +1,6 @@
-"""The client commands of ``kms-pki``: ``login``, ``cert request``, ``cert status``, ``batch submit`` and
-``batch fetch``. They talk to the HTTP API only, through ``client.sdk`` (``api/cli.py`` hands these
-command names over before it parses anything of its own).
+"""The client commands of ``kms-pki``: ``login``, ``cert request``, ``cert status``, ``batch submit``,
+``batch fetch`` and ``agent`` (``client.agent``). They talk to the HTTP API only, through ``client.sdk``
+(``api/cli.py`` hands these command names over before it parses anything of its own).
 
 Choices made where the issue was silent:
 
@@ -72,6 +72,10 @@ class CliError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command == "agent":
+        from client.agent.runner import main as agent_main
+
+        return agent_main(args.config, once=args.once, verbose=args.verbose, once_wait=args.wait)
     try:
         result: int = asyncio.run(args.run(args))
         return result
@@ -143,6 +147,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="UNSPECIFIED", type=str.upper, choices=REVOCATION_REASONS,
                    help="RFC 5280 reason (default UNSPECIFIED)")
     p.set_defaults(run=cert_revoke)
+
+    p = sub.add_parser("agent", help="keep this host's certificates issued and renewed (the KMS agent's config)")
+    p.add_argument("--config", type=Path, default=Path("certificate-agent-config.yaml"),
+                   help="the agent's YAML config, v1 or v2 (default certificate-agent-config.yaml; "
+                        "or INFISICAL_AGENT_CONFIG_BASE64)")
+    p.add_argument("--once", action="store_true",
+                   help="do what is due now, then exit: 0 all good, else the reason (see the README)")
+    p.add_argument("--wait", type=float, default=120, metavar="SECONDS",
+                   help="with --once: how long to wait for a request still being signed (default 120)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logs")
 
     batch = sub.add_parser("batch", help="bulk batches").add_subparsers(dest="batch_command", required=True)
     p = batch.add_parser("submit", parents=[url], help="submit a batch and download its certificates")

@@ -29,6 +29,8 @@ import aiohttp
 ISSUE = "/api/v1/cert-manager/certificates"
 REQUESTS = ISSUE + "/certificate-requests"
 BATCHES = "/api/v1/cert-manager/certificate-batches"
+PROFILES = "/api/v1/cert-manager/certificate-profiles"
+APPLICATIONS = "/api/v1/cert-manager/applications"
 FINAL = ("issued", "failed")
 MAX_WAIT = 30  # the API's ceiling for ?wait=N
 MAX_BATCH_ITEMS = 10_000  # the API refuses larger batches
@@ -39,9 +41,10 @@ NDJSON = "application/x-ndjson"
 class ApiError(Exception):
     """A problem+json answer: ``status``, ``title``, ``detail`` and the field ``errors``."""
 
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+    def __init__(self, status: int, problem: dict[str, Any], *, retry_after: float | None = None) -> None:
         self.status = status
         self.problem = problem
+        self.retry_after = retry_after  # the answer's Retry-After (429, 503), in seconds
         errors = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in problem.get("errors", []))
         super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', '')}"
                          + (f" ({errors})" if errors else ""))
@@ -86,9 +89,11 @@ class Token:
 
 
 class KmsClient:
-    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 60) -> None:
+    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 60,
+                 user_agent: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.user_agent = user_agent
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         # A stream may last longer than one call may: it only has to keep sending.
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
@@ -107,6 +112,8 @@ class KmsClient:
         hdrs = dict(headers or {})
         if self.token:
             hdrs["Authorization"] = f"Bearer {self.token}"
+        if self.user_agent:
+            hdrs.setdefault("User-Agent", self.user_agent)
         return hdrs
 
     async def call(self, method: str, path: str, body: Any = None, *, params: dict[str, str] | None = None,
@@ -123,7 +130,8 @@ class KmsClient:
             raw = await resp.read()
             decoded = json.loads(raw) if raw and resp.content_type.endswith("json") else raw.decode()
             if resp.status >= 400:
-                raise ApiError(resp.status, decoded if isinstance(decoded, dict) else {"detail": decoded})
+                raise ApiError(resp.status, decoded if isinstance(decoded, dict) else {"detail": decoded},
+                               retry_after=_retry_after(resp.headers))
             return resp.status, decoded, dict(resp.headers)
 
     async def login(self, client_id: str, client_secret: str) -> str:
@@ -160,13 +168,31 @@ class KmsClient:
         project: dict[str, Any] = body
         return project
 
+    async def profile_by_slug(self, slug: str, project_id: str | None = None) -> dict[str, Any]:
+        """The certificate profile named ``slug`` (in ``project_id``, else the caller's project)."""
+        params = {"projectId": project_id} if project_id else None
+        _, body, _ = await self.call("GET", f"{PROFILES}/slug/{quote(slug, safe='')}", params=params)
+        return dict(body["certificateProfile"])
+
+    async def application_by_name(self, name: str) -> dict[str, Any]:
+        _, body, _ = await self.call("GET", f"{APPLICATIONS}/by-name/{quote(name, safe='')}")
+        return dict(body["application"])
+
+    async def application_profiles(self, application_id: str) -> list[dict[str, Any]]:
+        """``[{applicationId, profileId, profileSlug}]``: the profiles the application groups."""
+        _, body, _ = await self.call("GET", f"{APPLICATIONS}/{quote(application_id, safe='')}/profiles")
+        return [dict(p) for p in body.get("profiles") or []]
+
     # -- single certificates ---------------------------------------------------------------------
 
     async def submit(self, profile_id: str, *, csr: str | None = None, attributes: dict[str, Any] | None = None,
-                     wait: int = 0, idempotency_key: str | None = None) -> dict[str, Any]:
+                     wait: int = 0, idempotency_key: str | None = None,
+                     application_id: str | None = None) -> dict[str, Any]:
         """The POST answer as upstream shapes it: ``{certificate: {...} | None, certificateRequestId,
         status, message}`` (``flat_answer`` turns it into the flat request view)."""
         body: dict[str, Any] = {"profileId": profile_id}
+        if application_id is not None:
+            body["applicationId"] = application_id
         if csr is not None:
             body["csr"] = csr
         if attributes is not None:
@@ -206,6 +232,26 @@ class KmsClient:
         if first["status"] in FINAL:
             return first
         return await self.wait_for(first["certificateRequestId"], timeout=max(0.0, deadline - loop.time()))
+
+    async def certificate(self, certificate_id: str) -> dict[str, Any]:
+        """A certificate's metadata: ``status`` (active, revoked, expired), ``notAfter``,
+        ``renewedByCertificateId``, ``revocationReason``, ..."""
+        _, body, _ = await self.call("GET", f"{ISSUE}/{quote(certificate_id, safe='')}")
+        return dict(body["certificate"])
+
+    async def bundle(self, certificate_id: str) -> dict[str, Any]:
+        """``{certificate, certificateChain, privateKey | None, serialNumber}`` (the key when the server
+        made it and the caller may read it)."""
+        _, body, _ = await self.call("GET", f"{ISSUE}/{quote(certificate_id, safe='')}/bundle")
+        return dict(body)
+
+    async def renew(self, certificate_id: str, *, remove_roots: bool | None = None, wait: int = 0) -> dict[str, Any]:
+        """Renews a server-key certificate (same profile and names, a new key): the flat answer
+        ``{certificateRequestId, status, certificate | None, ...}``."""
+        body = {} if remove_roots is None else {"removeRootsFromChain": remove_roots}
+        params = {"wait": str(min(wait, MAX_WAIT))} if wait > 0 else None
+        _, answer, _ = await self.call("POST", f"{ISSUE}/{quote(certificate_id, safe='')}/renew", body, params=params)
+        return dict(answer)
 
     async def revoke(self, certificate_id: str, reason: str = "UNSPECIFIED") -> dict[str, Any]:
         """Revoke a certificate -> ``{message, serialNumber, revokedAt}`` (409 if it already is)."""

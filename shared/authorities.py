@@ -103,7 +103,7 @@ async def record_ca(conn: Executor, new: NewCa) -> Authority:
     parent: Authority | None = None
     if new.parent_ca_id is not None:
         parent = await db.get(conn, new.parent_ca_id, new.project_id)
-        if parent is None:
+        if parent is None or parent.type == "acme":  # an external CA signs no CA of ours
             raise NotFound("no such parent CA", [FieldError("configuration.parentCaId", "no such CA in this project")])
         if parent.status != "active":
             raise PolicyViolation([FieldError("configuration.parentCaId",

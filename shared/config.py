@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     public_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # Let several API processes listen on the same port (SO_REUSEPORT): the kernel spreads connections.
+    api_reuse_port: bool = False
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
@@ -68,6 +70,25 @@ class Settings(BaseSettings):
     ocsp_refresh_interval_seconds: float = 60.0
     max_attempts: int = 5
     ca_key_cache_seconds: int = 300
+
+    # External CAs (DESIGN.md 9; worker.external). Every HTTP call to one upstream CA takes a token from that
+    # CA's bucket (in Redis, shared by every worker): a rate and a burst. Unset, the bucket lives in the broker
+    # when it is Redis (else in each worker process).
+    external_requests_per_second: float = Field(default=10.0, gt=0)
+    external_burst: int = Field(default=20, ge=1)
+    external_budget_redis_url: str | None = Field(default=None, repr=False)
+    # A request whose upstream stays unreachable, answers 5xx or rate-limits it is retried this many times,
+    # backing off exponentially with jitter (never sooner than the upstream's Retry-After), then fails with
+    # the upstream's last reason.
+    external_max_attempts: int = Field(default=8, ge=1)
+    external_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    external_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    external_http_timeout_seconds: float = Field(default=30.0, gt=0)
+    # How long one attempt polls an authorization or order before it lets go and retries later.
+    external_poll_seconds: float = Field(default=120.0, gt=0)
+    # dns-01: after the TXT record is visible on the zone's primary, wait this long for its secondaries
+    # (and the CA's resolvers) before answering the challenge, as certbot's --dns-rfc2136-propagation-seconds.
+    external_dns_propagation_seconds: float = Field(default=10.0, ge=0)
 
     # Rate limits (api.rate_limits): token buckets, a rate and a burst; 0 in either turns a limit off.
     # The defaults stop floods, not busy clients: a fleet restarting behind one NAT logs in from one

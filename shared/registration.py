@@ -62,6 +62,15 @@ def issuer_inactive(ctx: IssuingContext) -> str | None:
     return None
 
 
+def issuer_kind(ctx: IssuingContext) -> str:
+    """Which path issues the profile's requests: 'external' when its CA is an external (ACME) CA, whose
+    certificates a worker obtains upstream (worker.external, kms.external), else 'internal'. Stored with
+    the request, so the internal claims never take an external request (DESIGN.md invariant 10)."""
+    if ctx.profile.issuer_type == "ca" and ctx.ca is not None and ctx.ca.type == "acme":
+        return "external"
+    return "internal"
+
+
 def check_issuer_active(ctx: IssuingContext) -> None:
     reason = issuer_inactive(ctx)
     if reason is not None:
@@ -122,7 +131,7 @@ async def register_request(conn: Executor, ctx: IssuingContext, *, csr_pem: str 
         conn, project_id=project_id, profile_id=ctx.profile.id, csr_pem=csr_pem,
         attributes=stored_attributes(attributes), server_key=csr_pem is None, remove_roots=remove_roots,
         requested_by=requested_by, idempotency_key=idempotency_key, request_hash=request_hash,
-        renewal_of=renewal_of)
+        renewal_of=renewal_of, issuer_kind=issuer_kind(ctx))
     if row is not None:
         return Registered(row, created=True)
     # A concurrent request with the same key inserted first: answer with it.
@@ -186,7 +195,7 @@ async def register_renewal(conn: asyncpg.Connection, ctx: IssuingContext, *, ori
             conn, project_id=certificate.project_id, profile_id=certificate.profile_id, csr_pem=None,
             attributes=stored, server_key=True,
             remove_roots=original.remove_roots if remove_roots is None else remove_roots, requested_by=requested_by,
-            renewal_of=certificate.id)
+            renewal_of=certificate.id, issuer_kind=issuer_kind(ctx))
         assert row is not None  # no idempotency key: nothing to conflict with
         await requests_db.mark_renewal(conn, certificate.id, row.id)
     return Registered(row, created=True)
@@ -218,7 +227,7 @@ async def register_scheduled_renewals(conn: Executor, due: list[CertificateRow],
             refused.append((cert.id, _message(exc.detail, exc.errors)))
             continue
         renewals.append(requests_db.NewRenewal(cert.id, cert.project_id, cert.profile_id, stored,
-                                               original.remove_roots))
+                                               original.remove_roots, issuer_kind(ctx)))
     ids = await requests_db.insert_renewals(conn, renewals, actor)
     await requests_db.record_renewal_errors(conn, refused, actor)
     return ids, refused
@@ -260,6 +269,10 @@ def evaluate_slice(default_profile_id: UUID, raw_items: list[dict[str, Any]], of
         profile_id = item.profile_id or default_profile_id
         ctx = contexts[profile_id]
         message = issuer_inactive(ctx)
+        if message is None and issuer_kind(ctx) == "external":
+            # Bulk batches are the internal signers' fast path; an external CA's requests go one by one.
+            message = ("profileId: the profile's CA is an external CA, which takes no bulk batches; request each "
+                       "certificate on its own")
         if message is None:
             try:
                 evaluate_request(rules=ctx.rules, defaults=ctx.defaults, attributes=item.attributes,

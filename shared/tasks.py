@@ -31,6 +31,10 @@ REFRESH_OCSP_RESPONDERS: Final = "kms.refresh_ocsp_responders"
 # ACME (DESIGN.md 8): challenge validation makes outbound connections, so it rides the network queue.
 ACME_VALIDATE: Final = "kms.acme_validate"
 ACME_CLEANUP: Final = "kms.acme_cleanup"
+# External CAs (worker.external): obtain a request's certificate from its upstream CA, and register an ACME
+# CA's account. Both network-bound, on kms.external.
+OBTAIN_EXTERNAL: Final = "kms.obtain_external"
+REGISTER_ACME_ACCOUNT: Final = "kms.register_acme_account"
 
 # The doorbell (issue 11): a Redis key the API sets (SET NX, expiring after DOORBELL_HOLD_MS) when it sends
 # a chunk of new single requests, and the worker deletes before it claims every ready request. While it
@@ -62,7 +66,8 @@ def celery_config(broker_url: str) -> dict[str, Any]:
                         RENEW_DUE: {"queue": QUEUE_CONTROL}, SIGN_CRL: {"queue": QUEUE_SIGNING},
                         REFRESH_CRLS: {"queue": QUEUE_CONTROL}, ISSUE_OCSP_RESPONDER: {"queue": QUEUE_CONTROL},
                         REFRESH_OCSP_RESPONDERS: {"queue": QUEUE_CONTROL}, ACME_VALIDATE: {"queue": QUEUE_EXTERNAL},
-                        ACME_CLEANUP: {"queue": QUEUE_CONTROL}},
+                        ACME_CLEANUP: {"queue": QUEUE_CONTROL}, OBTAIN_EXTERNAL: {"queue": QUEUE_EXTERNAL},
+                        REGISTER_ACME_ACCOUNT: {"queue": QUEUE_EXTERNAL}},
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "worker_hijack_root_logger": False,

@@ -1,7 +1,9 @@
 """Issuers: who signs a certificate template. One small protocol, one adapter per kind of issuer.
 
-External CAs (ACME, another vendor's CA) will be further adapters; they are network-bound and will run on
-the ``kms.external`` queue so a slow external CA cannot starve local signing.
+External CAs are adapters of a second protocol, ``ExternalIssuer``: the certificate comes from another CA
+over the network, for a CSR, in an order that may outlive one attempt (the ACME adapter is
+``worker.external.AcmeIssuer``). They run on the ``kms.external`` queue, so a slow external CA cannot
+starve local signing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,45 @@ class Signed:
 class Issuer(Protocol):
     def issue(self, template: CertificateTemplate, public_key: PublicKey, private_key: PrivateKey | None,
               *, backdate: timedelta) -> Signed: ...
+
+
+class OrderJournal(Protocol):
+    """Where an external issuer writes down what it did upstream, as it does it (DESIGN.md invariant 10)."""
+
+    async def placing(self) -> None:
+        """A new order is about to be asked for: committed first, so that an answer lost on the way is looked
+        for upstream (``maybe_placed``) rather than ordered again."""
+
+    async def placed(self, order_url: str) -> None:
+        """The upstream order now exists: committed before the issuer asks anything more of it."""
+
+    async def known_orders(self) -> set[str]:
+        """Every order URL already recorded for this CA (those belong to other requests)."""
+
+    async def publish_http01(self, token: str, key_authorization: str) -> None:
+        """An http-01 answer for the service's /.well-known/acme-challenge/ route to serve."""
+
+
+class ExternalIssuer(Protocol):
+    async def obtain(self, csr_pem: str, order_url: str | None, journal: OrderJournal, *,
+                     maybe_placed: bool = False) -> Signed:
+        """The certificate for ``csr_pem``: from the order at ``order_url`` when one was placed before (it
+        is resumed, never placed again), else (once an order placed by a lost attempt, ``maybe_placed``, is
+        looked for upstream and not found) from a new order. Raises ``UpstreamTransient`` (try again
+        later) or ``UpstreamRefused`` (final), each with the upstream's own reason."""
+
+
+class UpstreamRefused(Exception):
+    """The external CA said no (an invalid authorization, a refused CSR...): the request fails with this."""
+
+
+class UpstreamTransient(Exception):
+    """The external CA could not answer now (unreachable, 5xx, rate limited): retry after a backoff, no
+    sooner than ``retry_after`` seconds when the upstream named one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InternalCaIssuer:

@@ -24,6 +24,7 @@ from shared.pki import builder as x509_builder
 from shared.pki.keys import PrivateKey, generate_private_key, private_key_to_der
 from shared.secrets.keyring import KeyRing
 from worker.ca_keys import CaKeyCache
+from worker.revocation import for_each_ca
 from worker.runtime import Runtime
 
 log = logging.getLogger("kms.worker")
@@ -94,11 +95,5 @@ async def refresh_due(rt: Runtime, cache: CaKeyCache) -> int:
     pool = await rt.pool()
     async with pool.acquire() as conn:
         due = await db.cas_needing_responder(conn, refresh_margin(rt.settings).total_seconds())
-    issued = 0
-    for ca_id in due:
-        try:
-            if await issue_responder(rt, cache, ca_id) == "issued":
-                issued += 1
-        except Exception:  # one CA whose key does not open must not starve the others
-            log.exception("OCSP responder refresh failed", extra={"ca_id": str(ca_id)})
-    return issued
+    return await for_each_ca(due, lambda ca_id: issue_responder(rt, cache, ca_id), done="issued",
+                             what="OCSP responder refresh")

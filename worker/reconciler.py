@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from shared.db import audit
 from shared.db import authorities as ca_db
+from shared.db import external as external_db
 from shared.db import requests as db
 from worker.runtime import Runtime
 
@@ -32,13 +33,18 @@ class Reconciled:
 CHUNK = 100
 
 
-async def reconcile(rt: Runtime, send_requests: Callable[[list[str]], None], send_ca: Callable[[str], None]
-                    ) -> Reconciled:
+async def reconcile(rt: Runtime, send_requests: Callable[[list[str]], None], send_ca: Callable[[str], None],
+                    send_external: Callable[[str], None] | None = None,
+                    send_acme_ca: Callable[[str], None] | None = None) -> Reconciled:
+    """``send_external`` and ``send_acme_ca`` re-send external CAs' requests and ACME CAs' accounts to their
+    own tasks (worker.external): an external request is never handed to the internal signers."""
     pool = await rt.pool()
     settings = rt.settings
     async with pool.acquire() as conn:
         stale = await db.stale_open_requests(conn, settings.reconcile_after_seconds, BATCH)
-        hopeless = [s for s in stale if s.attempts >= settings.max_attempts]
+        external = await external_db.stale_external(conn, settings.reconcile_after_seconds, BATCH) \
+            if send_external is not None else []
+        hopeless = [s for s in stale + external if s.attempts >= settings.max_attempts]
         retry = [s.id for s in stale if s.attempts < settings.max_attempts]
         for s in hopeless:
             message = (f"gave up after {s.attempts} attempts without finishing"
@@ -56,11 +62,24 @@ async def reconcile(rt: Runtime, send_requests: Callable[[list[str]], None], sen
             # One message per chunk of requests, not per request: a lost batch of 10,000 is 100 messages.
             for start in range(0, len(retry), CHUNK):
                 send_requests([str(r) for r in retry[start:start + CHUNK]])
+        external_retry = [s.id for s in external if s.attempts < settings.max_attempts]
+        if external_retry and send_external is not None:
+            await db.touch_requests(conn, external_retry)
+            for request_id in external_retry:  # one message each: each is its own upstream order
+                send_external(str(request_id))
         cas = await ca_db.stale_pending(conn, settings.reconcile_after_seconds)
         if cas:
             await ca_db.touch(conn, cas)
             for ca_id in cas:
                 send_ca(str(ca_id))
-    if stale or cas:
+        acme_cas = await external_db.stale_pending_acme(conn, settings.reconcile_after_seconds) \
+            if send_acme_ca is not None else []
+        if acme_cas and send_acme_ca is not None:
+            await ca_db.touch(conn, acme_cas)
+            for ca_id in acme_cas:
+                send_acme_ca(str(ca_id))
+        retry += external_retry
+        cas += acme_cas
+    if stale or external or cas:
         log.info("reconciled", extra={"requeued": len(retry), "gave_up": len(hopeless), "cas_requeued": len(cas)})
     return Reconciled(len(retry), len(hopeless), len(cas))

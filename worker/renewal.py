@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from shared import registration
+from shared.db import external as external_db
 from shared.db import requests as db
 from shared.profiles import IssuingContext, load_issuing_context
 from worker.runtime import Runtime
@@ -37,8 +38,9 @@ class Renewed:
     refused: int
 
 
-async def schedule_renewals(rt: Runtime, send_requests: Callable[[list[str]], None], *, batch: int = BATCH
-                            ) -> Renewed:
+async def schedule_renewals(rt: Runtime, send_requests: Callable[[list[str]], None], *, batch: int = BATCH,
+                            send_external: Callable[[str], None] | None = None) -> Renewed:
+    """``send_external`` sends the renewals of external CAs' certificates to their own task, one each."""
     pool = await rt.pool()
     scheduled = refused = 0
     contexts: dict[UUID, IssuingContext | None] = {}
@@ -50,6 +52,11 @@ async def schedule_renewals(rt: Runtime, send_requests: Callable[[list[str]], No
                     contexts[profile_id] = await load_issuing_context(conn, profile_id)
                 ids, failures = await registration.register_scheduled_renewals(conn, due, contexts)
             # After the commit: a worker must find the requests it is sent.
+            if send_external is not None and ids:
+                external = await external_db.external_ids(conn, ids)
+                for request_id in external:
+                    send_external(str(request_id))
+                ids = [i for i in ids if i not in external]
             for start in range(0, len(ids), CHUNK):
                 send_requests([str(r) for r in ids[start:start + CHUNK]])
             scheduled += len(ids)

@@ -11,7 +11,7 @@ from uuid import UUID
 import redis
 
 from shared import tasks as names
-from worker import acme_validation, authorities, issuance, ocsp, reconciler, renewal, revocation
+from worker import acme_validation, authorities, external, issuance, ocsp, reconciler, renewal, revocation
 from worker.app import app
 from worker.ca_keys import CaKeyCache
 from worker.runtime import runtime
@@ -98,6 +98,9 @@ def reconcile() -> dict[str, int]:
         # instead of joining the back of a signing backlog it may already have been lost from.
         send_requests=lambda ids: issue_chunk.apply_async(args=[ids], queue=names.QUEUE_CONTROL),
         send_ca=lambda cid: create_ca.apply_async(args=[cid], queue=names.QUEUE_CONTROL),
+        # External requests and ACME accounts go to their own tasks (kms.external), never to the signers.
+        send_external=lambda rid: obtain_external.apply_async(args=[rid]),
+        send_acme_ca=lambda cid: register_acme_account.apply_async(args=[cid]),
     ))
     return {"requeued": result.requeued, "gaveUp": result.gave_up, "casRequeued": result.cas_requeued}
 
@@ -106,7 +109,8 @@ def reconcile() -> dict[str, int]:
 def renew_due() -> dict[str, int]:
     """Server-driven renewal: register the renewal of every certificate due (see worker.renewal)."""
     rt = runtime()
-    result = rt.run(renewal.schedule_renewals(rt, send_requests=lambda ids: issue_chunk.apply_async(args=[ids])))
+    result = rt.run(renewal.schedule_renewals(rt, send_requests=lambda ids: issue_chunk.apply_async(args=[ids]),
+                                              send_external=lambda rid: obtain_external.apply_async(args=[rid])))
     return {"scheduled": result.scheduled, "refused": result.refused}
 
 
@@ -165,3 +169,31 @@ def issue_ocsp_responder(self, ca_id: str) -> str:  # type: ignore[no-untyped-de
 def refresh_ocsp_responders() -> int:
     rt = runtime()
     return rt.run(ocsp.refresh_due(rt, ca_keys()))
+
+
+@app.task(name=names.OBTAIN_EXTERNAL, bind=True, max_retries=5)
+def obtain_external(self, request_id: str) -> str:  # type: ignore[no-untyped-def]
+    """A request of an external CA: its one upstream order, placed or resumed (see worker.external). A
+    transient upstream failure is retried by a new message after the backoff the function chose (the
+    request row holds the count and the due time, so a lost message is re-sent by the reconciler)."""
+    rt = runtime()
+    try:
+        outcome = rt.run(external.obtain(rt, UUID(request_id)))
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    if outcome.status == "retry":
+        obtain_external.apply_async(args=[request_id], countdown=outcome.delay)
+    return outcome.status
+
+
+@app.task(name=names.REGISTER_ACME_ACCOUNT, bind=True, max_retries=12)
+def register_acme_account(self, ca_id: str) -> str:  # type: ignore[no-untyped-def]
+    """An ACME CA's account: key made and sealed here, registered upstream (see worker.external)."""
+    rt = runtime()
+    try:
+        return rt.run(external.register_acme_account(rt, UUID(ca_id)))
+    except external.UpstreamTransient as exc:
+        countdown = external.backoff(rt.settings, self.request.retries + 1, exc.retry_after)
+        raise self.retry(exc=exc, countdown=countdown) from exc
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc

@@ -220,7 +220,7 @@ async def finalize(acme: Acme) -> web.Response:
         await db.audit_order(conn, acme.project_id, account.id, order.id, "acme.order.finalize",
                              {"certificateRequestId": str(registered.request.id)})
     if registered.created:
-        acme.request.app[BROKER].ring(str(registered.request.id))
+        await acme.request.app[BROKER].enqueue(str(registered.request.id), registered.request.issuer_kind)
     current = await db.get_order(acme.pool, account.id, order.id)
     assert current is not None
     return await _order_answer(acme, await db.settle_order(acme.pool, current))

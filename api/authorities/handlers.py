@@ -36,7 +36,8 @@ MAX_WAIT_SECONDS = 30
 async def _authority(request: web.Request, minimum_role: str = "viewer") -> Authority:
     ca = await db.get(request.app[DB], path_uuid(request, "caId"))
     identity = current_identity(request)
-    if ca is None or ca.project_id != identity.project_id:
+    # An ACME CA is not an internal one: it answers under /ca/acme only.
+    if ca is None or ca.project_id != identity.project_id or ca.type == "acme":
         raise NotFound("no such CA")
     access.authorize(identity, ca.project_id, minimum_role)
     return ca

@@ -124,9 +124,8 @@ async def _render(request: web.Request, identity: Identity, found: RequestWithCe
     return json_response(body.to_json(), status=status or 200, headers=headers)
 
 
-def _enqueue(request: web.Request, request_id: UUID) -> None:
-    # Coalesced with requests arriving at the same moment into one chunk message (see Broker.ring).
-    request.app[BROKER].ring(str(request_id))
+async def _enqueue(request: web.Request, row: RequestRow) -> None:
+    await request.app[BROKER].enqueue(str(row.id), row.issuer_kind)
 
 
 @routes.route("POST", BASE, summary="Request a certificate (202 with a request to poll; 200 once issued within ?wait)",
@@ -150,7 +149,7 @@ async def issue(request: web.Request) -> web.Response:
         pool, ctx, csr_pem=body.csr, attributes=body.issue_attributes(), remove_roots=body.removes_roots(),
         requested_by=identity.id, idempotency_key=idempotency_key, request_hash=fingerprint)
     if registered.created:
-        _enqueue(request, registered.request.id)
+        await _enqueue(request, registered.request)
     return await _answer(request, identity, registered.request, wait, IssueAnswer)
 
 
@@ -310,7 +309,7 @@ async def renew(request: web.Request) -> web.Response:
                                                          requested_by=identity.id,
                                                          remove_roots=body.remove_roots_from_chain)
     if registered.created:  # else a renewal already under way answers: its own message is on its way
-        _enqueue(request, registered.request.id)
+        await _enqueue(request, registered.request)
     return await _answer(request, identity, registered.request, wait, RenewAnswer)
 
 

@@ -150,7 +150,7 @@ async def renew(visit: Visit) -> web.StreamResponse:
         registered = await registration.register_renewal(conn, ctx, original=original, certificate=cert,
                                                          requested_by=visit.user.id, remove_roots=None)
     if registered.created:
-        visit.request.app[BROKER].ring(str(registered.request.id))
+        await visit.request.app[BROKER].enqueue(str(registered.request.id), registered.request.issuer_kind)
     return redirect(visit.url(f"/requests/{registered.request.id}"))
 
 

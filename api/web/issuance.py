@@ -121,7 +121,8 @@ async def request_certificate(visit: Visit) -> web.StreamResponse:
     except KmsError as err:
         errors = field_map(err.errors or [FieldError("", err.detail)], FORM_FIELDS)
         return await _form(visit, ctx, status=err.status, errors=errors)
-    visit.request.app[BROKER].ring(str(registered.request.id))
+    # As the API's issue endpoint: an external CA's request to its own task, others to the signers' doorbell.
+    await visit.request.app[BROKER].enqueue(str(registered.request.id), registered.request.issuer_kind)
     return redirect(visit.url(f"/requests/{registered.request.id}"))
 
 

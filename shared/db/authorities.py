@@ -75,8 +75,10 @@ async def get(conn: Executor, ca_id: UUID, project_id: UUID | None = None) -> Au
 
 
 async def list_for_project(conn: Executor, project_id: UUID) -> list[Authority]:
+    """The project's internal CAs (an ACME CA is listed by ``shared.db.external.list_acme_cas``)."""
     rows = await conn.fetch(
-        f"SELECT {_COLS} FROM certificate_authorities WHERE project_id = $1 ORDER BY created_at, id", project_id)
+        f"SELECT {_COLS} FROM certificate_authorities WHERE project_id = $1 AND type <> 'acme'"
+        f" ORDER BY created_at, id", project_id)
     return [_authority(r) for r in rows]
 
 
@@ -117,7 +119,8 @@ async def lock_pending(conn: Executor, ca_id: UUID) -> Authority | None:
     The row lock makes a duplicate delivery of the same task wait, then find the CA active and stop.
     """
     row = await conn.fetchrow(
-        f"SELECT {_COLS} FROM certificate_authorities WHERE id = $1 AND status = 'pending' FOR UPDATE", ca_id)
+        f"SELECT {_COLS} FROM certificate_authorities WHERE id = $1 AND status = 'pending' AND type <> 'acme'"
+        f" FOR UPDATE", ca_id)
     return None if row is None else _authority(row)
 
 
@@ -174,7 +177,7 @@ async def reseal_key(conn: Executor, ca_id: UUID, encrypted_private_key: bytes, 
 
 async def stale_pending(conn: Executor, older_than_seconds: float, limit: int = 500) -> list[UUID]:
     rows = await conn.fetch(
-        "SELECT id FROM certificate_authorities WHERE status = 'pending'"
+        "SELECT id FROM certificate_authorities WHERE status = 'pending' AND type <> 'acme'"
         " AND updated_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2",
         older_than_seconds, limit)
     return [r["id"] for r in rows]

@@ -35,6 +35,9 @@ class RequestRow:
     updated_at: datetime
     batch_id: UUID | None
     batch_index: int | None
+    # 'internal' (signed by a worker, kms.signing) or 'external' (obtained from an external CA by
+    # worker.external on kms.external): set by the registration authority from the profile's CA (0018).
+    issuer_kind: str = "internal"
 
 
 @dataclass(frozen=True)
@@ -88,16 +91,17 @@ async def insert_request(
     conn: Executor, *, project_id: UUID, profile_id: UUID, csr_pem: str | None,
     attributes: dict[str, Any] | None, server_key: bool, remove_roots: bool, requested_by: UUID | None,
     idempotency_key: str | None = None, request_hash: bytes | None = None, renewal_of: UUID | None = None,
+    issuer_kind: str = "internal",
 ) -> RequestRow | None:
     """The new pending request; None when the idempotency key is already used in the project."""
     row = await conn.fetchrow(
         f"INSERT INTO certificate_requests (project_id, profile_id, csr_pem, attributes, server_key, remove_roots,"
-        f" requested_by, idempotency_key, request_hash, renewal_of)"
-        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        f" requested_by, idempotency_key, request_hash, renewal_of, issuer_kind)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         f" ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
         f" RETURNING {_REQ_COLS}",
         project_id, profile_id, csr_pem, attributes, server_key, remove_roots, requested_by, idempotency_key,
-        request_hash, renewal_of)
+        request_hash, renewal_of, issuer_kind)
     return None if row is None else _request(row)
 
 
@@ -186,10 +190,12 @@ class StaleRequest:
 
 
 async def stale_open_requests(conn: Executor, older_than_seconds: float, limit: int) -> list[StaleRequest]:
-    """Requests pending with no progress for a while, or processing past their lease."""
+    """Requests pending with no progress for a while, or processing past their lease (internal ones: the
+    external path has its own, ``shared.db.external.stale_external``)."""
     rows = await conn.fetch(
         "SELECT id, attempts, last_error FROM certificate_requests"
         " WHERE status IN ('pending', 'processing') AND updated_at < now() - make_interval(secs => $1)"
+        " AND issuer_kind = 'internal'"
         " AND (status = 'pending' OR lease_expires_at < now())"
         " ORDER BY updated_at LIMIT $2", older_than_seconds, limit)
     return [StaleRequest(r["id"], r["attempts"], r["last_error"]) for r in rows]
@@ -287,20 +293,24 @@ async def fail_many(conn: asyncpg.Connection, items: list[tuple[UUID, UUID, str]
 
 
 async def claim_many(conn: Executor, request_ids: list[UUID], token: UUID, lease_seconds: float) -> list[RequestRow]:
-    """``claim`` for a list: every open request of the list that no live lease holds, in one statement."""
+    """``claim`` for a list: every open request of the list that no live lease holds, in one statement.
+    Never an external CA's request (issuer_kind 'external'): only worker.external works on those, so an
+    upstream order is never placed, nor a certificate signed, by this path."""
     rows = await conn.fetch(
         f"UPDATE certificate_requests SET status = 'processing', claim_token = $2, attempts = attempts + 1,"
         f" lease_expires_at = now() + make_interval(secs => $3), updated_at = now()"
         f" WHERE id = ANY($1::uuid[]) AND (status = 'pending' OR (status = 'processing' AND lease_expires_at < now()))"
+        f" AND issuer_kind = 'internal'"
         f" RETURNING {_REQ_COLS}",
         request_ids, token, lease_seconds)
     return [_request(r) for r in rows]
 
 
 async def claim_ready(conn: Executor, token: UUID, lease_seconds: float, limit: int) -> list[RequestRow]:
-    """Claim up to ``limit`` of the oldest pending single requests (not batch items), skipping any another
-    worker is claiming at this moment: the doorbell's worker takes every request that is ready, so a
-    chunk grows with the load instead of one message per request (index certificate_requests_ready_idx)."""
+    """Claim up to ``limit`` of the oldest pending single requests (not batch items, nor an external CA's:
+    worker.external alone works on those), skipping any another worker is claiming at this moment: the
+    doorbell's worker takes every request that is ready, so a chunk grows with the load instead of one
+    message per request (index certificate_requests_ready_idx)."""
     if limit <= 0:
         return []
     # MATERIALIZED: the LIMIT applies once. As a plain subquery the planner may rescan it, and each scan
@@ -308,7 +318,8 @@ async def claim_ready(conn: Executor, token: UUID, lease_seconds: float, limit: 
     cols = ", ".join(f"r.{c}" for c in RequestRow.__dataclass_fields__)
     rows = await conn.fetch(
         "WITH ready AS MATERIALIZED (SELECT id FROM certificate_requests WHERE status = 'pending'"
-        "                            AND batch_id IS NULL ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+        "                            AND batch_id IS NULL AND issuer_kind = 'internal'"
+        "                            ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
         " UPDATE certificate_requests r SET status = 'processing', claim_token = $1, attempts = r.attempts + 1,"
         " lease_expires_at = now() + make_interval(secs => $2), updated_at = now()"
         f" FROM ready WHERE r.id = ready.id RETURNING {cols}",
@@ -472,6 +483,7 @@ class NewRenewal:
     profile_id: UUID
     attributes: dict[str, Any] | None
     remove_roots: bool
+    issuer_kind: str = "internal"
 
 
 async def insert_renewals(conn: Executor, renewals: list[NewRenewal], actor: str) -> list[UUID]:
@@ -481,10 +493,11 @@ async def insert_renewals(conn: Executor, renewals: list[NewRenewal], actor: str
     if not renewals:
         return []
     rows = await conn.fetch(
-        "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bool[])"
-        "   AS t(cert_id, project_id, profile_id, attributes, remove_roots)),"
+        "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bool[], $7::text[])"
+        "   AS t(cert_id, project_id, profile_id, attributes, remove_roots, issuer_kind)),"
         " ins AS (INSERT INTO certificate_requests (project_id, profile_id, attributes, server_key, remove_roots,"
-        "   renewal_of) SELECT project_id, profile_id, attributes::jsonb, true, remove_roots, cert_id FROM input"
+        "   renewal_of, issuer_kind) SELECT project_id, profile_id, attributes::jsonb, true, remove_roots, cert_id,"
+        "   issuer_kind FROM input"
         "   RETURNING id, project_id, renewal_of),"
         " marked AS (UPDATE certificates SET renewal_request_id = ins.id FROM ins"
         "   WHERE certificates.id = ins.renewal_of RETURNING 1),"
@@ -494,7 +507,7 @@ async def insert_renewals(conn: Executor, renewals: list[NewRenewal], actor: str
         " SELECT id FROM ins",
         [r.certificate_id for r in renewals], [r.project_id for r in renewals], [r.profile_id for r in renewals],
         [None if r.attributes is None else json.dumps(r.attributes) for r in renewals],
-        [r.remove_roots for r in renewals], actor)
+        [r.remove_roots for r in renewals], actor, [r.issuer_kind for r in renewals])
     return [r["id"] for r in rows]
 
 

@@ -16,13 +16,13 @@ from typing import Any, Final, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import Field, ValidationError
 
 from shared.errors import BadRequest, FieldError
-from shared.pki.keys import algorithm_of_public_key
+from shared.pki.keys import PrivateKey, algorithm_of_public_key
 from shared.policy.attributes import MAX_ALT_NAMES, AltNameInput, BasicConstraintsInput, SubjectFields
 
 MAX_CSR_BYTES: Final = 16 * 1024
@@ -331,3 +331,12 @@ def _key_usage_names(usage: x509.KeyUsage | None) -> list[str] | None:
         names += [name for name in ("encipher_only", "decipher_only") if getattr(usage, name)]
     return names
 
+
+
+def build_csr(subject: x509.Name, alt_names: x509.SubjectAlternativeName | None, private_key: PrivateKey) -> str:
+    """A PKCS#10 request for a key the server made (an external CA signs the names it carries), PEM."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if alt_names is not None:
+        builder = builder.add_extension(alt_names, critical=False)
+    algorithm = None if isinstance(private_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(private_key, algorithm).public_bytes(serialization.Encoding.PEM).decode()

@@ -148,6 +148,24 @@ async def fresh_ca(world: World, admin: ApiClient) -> Call:
     return Call(f"{CA}/{await created(admin, CA, root_ca_body(world.project_id))}")
 
 
+ACME_CA = "/api/v1/cert-manager/ca/acme"
+
+
+def acme_ca_body(project_id: str) -> dict[str, Any]:
+    """An ACME CA whose directory nobody serves (nothing listens on port 9): it stays pending while the
+    worker retries its account, which is all the walk needs."""
+    return {"projectId": project_id, "name": unique("walk-acme"),
+            "configuration": {"directoryUrl": "https://127.0.0.1:9/dir", "accountEmail": "walk@example.test"}}
+
+
+def on_acme_ca(tail: str = "", body: Any = None) -> Build:
+    async def build(world: World, admin: ApiClient) -> Call:
+        r = await admin.post(ACME_CA, acme_ca_body(world.project_id), params={"wait": "0"})
+        assert r.status == 202, (r.status, r.body)
+        return Call(f"{ACME_CA}/{r.body['id']}{tail}", body)
+    return build
+
+
 async def fresh_policy(world: World, admin: ApiClient) -> Call:
     body = {"projectId": world.project_id, "name": unique("doomed"), **OPEN_POLICY}
     return Call(f"{POLICIES}/{await created(admin, POLICIES, body, wrapper='certificatePolicy')}")
@@ -253,6 +271,16 @@ EXPECTED: dict[Route, Expect] = {
     # Setting an active CA active: the route's whole authorisation path without disabling the world's CA.
     ("PATCH", CA + "/{caId}"): Expect("admin", (200,), at(lambda w: Call(f"{CA}/{w.root_id}", {"status": "active"}))),
     ("DELETE", CA + "/{caId}"): Expect("admin", (200,), fresh_ca),
+    # -- external ACME CAs: as internal ones (a pending CA cannot change status: 409 after authorisation)
+    ("POST", ACME_CA): Expect("admin", (202,), at(lambda w: Call(ACME_CA, acme_ca_body(w.project_id),
+                                                                 params={"wait": "0"}))),
+    ("GET", ACME_CA): Expect("viewer", (200,), at(lambda w: Call(ACME_CA, params={"projectId": w.project_id}))),
+    ("GET", ACME_CA + "/{caId}"): Expect("viewer", (200,), on_acme_ca()),
+    ("PATCH", ACME_CA + "/{caId}"): Expect("admin", (409,), on_acme_ca("", {"status": "disabled"})),
+    ("DELETE", ACME_CA + "/{caId}"): Expect("admin", (200,), on_acme_ca()),
+    # http-01 answers for external CAs: public, served from the database (none for an unknown token).
+    ("GET", "/.well-known/acme-challenge/{token}"): Expect(
+        None, (404,), at(lambda w: Call("/.well-known/acme-challenge/no-such-token"))),
     # -- policies and profiles: admin writes, viewer reads ---------------------------------------
     ("POST", POLICIES): Expect("admin", (201,), at(lambda w: Call(
         POLICIES, {"projectId": w.project_id, "name": unique("walk"), **OPEN_POLICY}))),
