@@ -40,6 +40,7 @@ from api.notifications import Notifications
 from api.ocsp_responders import ResponderCache
 from api.rate_limits import RateLimiter
 from api.routing import Routes
+from api.web import routes as web_routes
 from shared.access import TokenCache
 from shared.config import Settings
 from shared.db.pool import create_pool
@@ -50,6 +51,7 @@ from shared.secrets.keyring import KeyRing, root_key_from
 ROUTE_TABLES: list[Routes] = [
     ops.routes, auth.routes, authorities.routes, profiles.routes, applications.routes, certificates.routes,
     batches.routes, pki_files.routes, ocsp.routes, acme.routes, external.routes, external.challenge_routes,
+    web_routes,
 ]
 # How often the OCSP answers each responder signed are written to the audit log (one event per responder).
 OCSP_COUNT_FLUSH_SECONDS = 60.0

@@ -63,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON")
     b.set_defaults(run=_bootstrap)
 
+    u = admin.add_parser("user", help="web UI users")
+    users = u.add_subparsers(dest="user_command", required=True)
+    c = users.add_parser("create", help="create a web UI user with a role in a project")
+    c.add_argument("--email", required=True)
+    c.add_argument("--project", required=True, help="the project's id or slug")
+    c.add_argument("--role", required=True, choices=["admin", "issuer", "viewer"])
+    c.add_argument("--password-stdin", action="store_true",
+                   help="read the password from standard input (else it is asked for)")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(run=_create_user)
+
     r = admin.add_parser("rotate-root-key", help="re-wrap every project's data key under a new root key")
     r.add_argument("--new-key-file", required=True, type=Path,
                    help="file holding the new root key (base64 of 32 random bytes)")
@@ -158,6 +169,45 @@ def _bootstrap(args: argparse.Namespace, rest: list[str], settings: Settings) ->
         print(f"project      {out['projectId']}\nproject slug {out['projectSlug']}\n"
               f"client id    {out['clientId']}\n"
               f"client secret {out['clientSecret']}  (shown once)")
+    return 0
+
+
+def _create_user(args: argparse.Namespace, rest: list[str], settings: Settings) -> int:
+    import getpass
+    from uuid import UUID
+
+    from shared import users
+    from shared.db import projects
+    from shared.db.pool import create_pool
+    from shared.errors import KmsError
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("password: ")
+
+    async def go() -> dict[str, str]:
+        pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+        try:
+            try:
+                project = await projects.project_by_id(pool, UUID(args.project))
+            except ValueError:
+                project = await projects.project_by_slug(pool, args.project)
+            if project is None:
+                raise SystemExit(f"kms-pki: no project {args.project!r}")
+            user = await users.create_user(pool, email=args.email, password=password, project_id=project.id,
+                                           role=args.role, actor="cli")
+        finally:
+            await pool.close()
+        return {"userId": str(user.id), "email": user.email, "projectId": str(project.id), "role": args.role}
+
+    try:
+        out = asyncio.run(go())
+    except KmsError as err:
+        reasons = "; ".join(f"{e.field}: {e.message}" for e in err.errors) or str(err)
+        print(f"kms-pki: {reasons}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"user    {out['userId']}\ne-mail  {out['email']}\nproject {out['projectId']}\nrole    {out['role']}")
     return 0
 
 

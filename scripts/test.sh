@@ -14,9 +14,11 @@ fi
 
 # OS tools the tests use: openssl (chains, TLS handshakes), pg_dump, docker-compose (validates the
 # compose file without a Docker engine), bind9's named (the DNS server ACME dns-01 tests validate against,
-# and the RFC 2136 target of the external-CA tests) and pebble (Let's Encrypt's test ACME server, the
-# external-CA tests' upstream). Installed only if missing.
+# and the RFC 2136 target of the external-CA tests), pebble (Let's Encrypt's test ACME server, the
+# external-CA tests' upstream) and Debian's chromium (the browser tests/web/ drives through Playwright,
+# which never downloads a browser of its own). Installed only if missing.
 missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v named >/dev/null || [ -x /usr/sbin/named ] || missing+=(bind9)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v docker-compose >/dev/null || missing+=(docker-compose)

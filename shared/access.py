@@ -58,6 +58,10 @@ async def _hash(fn: Callable[..., T], *args: str) -> T:
     return await asyncio.get_running_loop().run_in_executor(_hashing, fn, *args)
 
 
+# The same threads hash web users' passwords (shared.users), so sign-ins share the bound.
+run_hashing = _hash
+
+
 async def login(pool: asyncpg.Pool, client_id: str, client_secret: str, ttl_seconds: int,
                 max_ttl_seconds: int) -> Login:
     """A new token that lasts ``ttl_seconds`` (never more than ``max_ttl_seconds``), renewable up to

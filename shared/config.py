@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # universal-auth default of 30 days). A ttl above the maximum is cut to it.
     token_ttl_seconds: int = Field(default=3600, ge=1)
     token_max_ttl_seconds: int = Field(default=30 * 86400, ge=1)
+    # A web UI session (api.web) ends after this long without a request, or at sign-out.
+    web_session_idle_seconds: int = Field(default=1800, ge=1)
     # How long an API process trusts a token it looked up (a deleted identity's tokens are dropped at once,
     # by NOTIFY); 0 looks every token up on every request.
     token_cache_seconds: float = Field(default=10.0, ge=0)

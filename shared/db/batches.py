@@ -127,3 +127,10 @@ async def items(conn: Executor, batch_id: UUID, *, status: str | None, after_ind
         cert = None if row["c_id"] is None else CertificateRow(**{c: row[f"c_{c}"] for c in cert_fields})
         out.append(Item(req, cert))
     return out
+
+
+async def list_batches(conn: Executor, project_id: UUID, *, limit: int) -> list[BatchRow]:
+    """A project's newest batches (the web UI's batches page)."""
+    rows = await conn.fetch(f"SELECT {_BATCH_COLS} FROM certificate_batches WHERE project_id = $1"
+                            " ORDER BY created_at DESC, id DESC LIMIT $2", project_id, limit)
+    return [BatchRow(**dict(r)) for r in rows]

@@ -40,7 +40,15 @@ BATCHES = "/api/v1/cert-manager/certificate-batches"
 APPLICATIONS = "/api/v1/cert-manager/applications"
 Route = tuple[str, str]  # (method, path template), as the route table spells them
 # The routes the app installs, in the order it installs them (api.app.create_app builds the same list).
-ROUTES: list[Route] = [(ep.method, ep.path) for table in ROUTE_TABLES for ep in table.endpoints]
+ALL_ROUTES: list[Route] = [(ep.method, ep.path) for table in ROUTE_TABLES for ep in table.endpoints]
+# SKIPPED HERE: the web UI's pages (api.web, route table tag "web"). They authenticate by a session cookie
+# and answer HTML (a sign-in redirect, a 403 or 404 page), not by bearer token and problem+json, so this
+# walk's callers do not fit them. tests/web/ checks their roles and tenancy in a browser (a viewer is
+# refused the users page and sees no key download, another project's pages and certificates are 404
+# pages, signed-out visits go to the sign-in page, every POST needs the session's CSRF token).
+WEB_ROUTES: list[Route] = [(ep.method, ep.path) for table in ROUTE_TABLES for ep in table.endpoints
+                           if ep.tag == "web"]
+ROUTES: list[Route] = [route for route in ALL_ROUTES if route not in WEB_ROUTES]
 # Written out here rather than imported, so a change of the ranks in shared.access shows up as a failure.
 RANK = {"viewer": 0, "issuer": 1, "admin": 2}
 KEY_ROLES = ("issuer", "admin")  # who may read a server-generated private key
@@ -478,8 +486,8 @@ def test_the_app_router_serves_exactly_the_routes_of_its_route_tables() -> None:
     """No route reaches the router beside the tables (it would escape this walk and /openapi.json)."""
     app = create_app(Settings(root_key=base64.b64encode(secrets.token_bytes(32)).decode()))
     served = sorted((r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None)
-    assert served == sorted(ROUTES)
-    assert [(ep.method, ep.path) for ep in app[ENDPOINTS]] == ROUTES
+    assert served == sorted(ALL_ROUTES)
+    assert [(ep.method, ep.path) for ep in app[ENDPOINTS]] == ALL_ROUTES
 
 
 @pytest.mark.parametrize("caller", CALLERS)
