@@ -14,9 +14,9 @@ from typing import Any
 from uuid import UUID
 
 from shared.db import Executor
-from shared.db.requests import CertificateRow
+from shared.db.requests import CHAIN_JOIN, CertificateRow, cert_columns
 
-_COLS = ", ".join(CertificateRow.__dataclass_fields__)
+_COLS = cert_columns()
 
 STATUSES = ("active", "revoked", "expired")
 _STATUS_SQL = {
@@ -64,7 +64,7 @@ async def list_certificates(conn: Executor, f: CertificateFilter, *, limit: int,
         where.append(f"({key}, id) {op} (${len(args) - 1}, ${len(args)})")
     args.append(limit + 1)
     rows = await conn.fetch(
-        f"SELECT {_COLS} FROM certificates WHERE {' AND '.join(where)}"
+        f"SELECT {_COLS} FROM certificates c{CHAIN_JOIN} WHERE {' AND '.join(where)}"
         f" ORDER BY {key} {order}, id {order} LIMIT ${len(args)}", *args)
     page = [CertificateRow(**{k: r[k] for k in CertificateRow.__dataclass_fields__}) for r in rows[:limit]]
     more = len(rows) > limit
