@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -16,9 +16,9 @@ from uuid import UUID
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from api.broker import Broker
-from shared import tasks, users
+from shared import users
 from shared.db.pool import create_pool
+from tests.issuance.conftest import api_without_broker, ring_doorbell
 from tests.stack import Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -72,31 +72,9 @@ async def sign_in(browser: Browser, api_url: str, user: WebUser) -> Page:
     return page
 
 
-# Nothing listens on port 1 of the loopback interface: the API's doorbell to the workers never rings.
-UNREACHABLE_BROKER = "redis://127.0.0.1:1/0"
-
-
-@pytest.fixture(scope="session")
-def api_without_broker(worker: Stack) -> Iterator[str]:
-    """An API whose requests stay pending until a test rings the real broker: a page is seen pending first."""
-    name = "web-api-without-broker"
-    url = worker.start_api(name=name, env={"KMS_BROKER_URL": UNREACHABLE_BROKER})
-    try:
-        yield url
-    finally:
-        worker.stop(name)
-
-
-@pytest.fixture
-def ring_doorbell(worker: Stack) -> Callable[[str], Awaitable[None]]:
-    """Sends ``issue_certificate(request_id)`` to the session's real broker, as the reconciler does."""
-    async def ring(request_id: str) -> None:
-        broker = Broker(worker.broker_url)
-        try:
-            await broker.send(tasks.ISSUE_CERTIFICATE, [request_id])
-        finally:
-            await broker.close()
-    return ring
+# An API whose requests stay pending until a test rings the real broker (a page is seen pending first),
+# and the bell: the issuance tests' fixtures, shared.
+__all__ = ["api_without_broker", "ring_doorbell"]
 
 
 async def screenshot(page: Page, name: str) -> None:
