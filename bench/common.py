@@ -105,3 +105,29 @@ async def drive(duration: float, clients: int, one: Any) -> tuple[list[float], i
     start = loop.time()
     await asyncio.gather(*(worker() for _ in range(clients)))
     return latencies, errors, loop.time() - start
+
+
+async def drive_open_loop(duration: float, rate: float, one: Any) -> tuple[list[float], int, float]:
+    """Start ``one(i) -> bool`` ``rate`` times a second for ``duration`` seconds whether or not earlier
+    calls have answered (an open loop: a slow answer does not slow the arrivals); latencies of successes."""
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors = 0
+
+    async def timed(i: int) -> None:
+        nonlocal errors
+        t0 = loop.time()
+        if await one(i):
+            latencies.append(loop.time() - t0)
+        else:
+            errors += 1
+
+    start = loop.time()
+    tasks = []
+    for i in range(int(duration * rate)):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(timed(i)))
+    await asyncio.gather(*tasks)
+    return latencies, errors, loop.time() - start
