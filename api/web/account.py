@@ -13,7 +13,10 @@ from shared.errors import Forbidden, KmsError, Unauthorized
 
 def _next(target: str | None) -> str:
     """Only a path of this site (never ``//elsewhere`` or a URL) is followed after signing in."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    # Browsers drop tabs and newlines inside URLs ("/\t/elsewhere" becomes "//elsewhere"), so no control
+    # character or space passes either.
+    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and all(ord(ch) > 0x20 and ord(ch) != 0x7F for ch in target)):
         return target
     return "/projects"
 
