@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     renewal_interval_seconds: float = Field(default=60.0, gt=0)
     # A CRL is valid this long (thisUpdate to nextUpdate), and re-signed once less than half of it remains;
     # beat looks for CRLs to re-sign every crl_refresh_interval_seconds (DESIGN.md 7).
-    crl_validity_seconds: int = Field(default=7 * 24 * 3600, ge=120)
+    crl_validity_seconds: int = Field(default=7 * 24 * 3600, ge=40)
     crl_refresh_interval_seconds: float = 60.0
     # OCSP (DESIGN.md 7): a worker issues each CA a delegated responder certificate valid this long, and a
     # new one once less than half remains (beat looks every ocsp_refresh_interval_seconds); the API signs

@@ -29,7 +29,7 @@ from tests.lifecycle.revoking import CRL, crl_listing, issue, public_crl, revoke
 from tests.pki_setup import CA, Pki, make_pki
 from tests.stack import Stack
 
-VALIDITY = 120  # the shortest KMS_CRL_VALIDITY_SECONDS allowed: re-signed once less than 60 s remain
+VALIDITY = 40  # the shortest KMS_CRL_VALIDITY_SECONDS allowed: re-signed once less than 20 s remain
 MARGIN = VALIDITY / 2
 
 
