@@ -26,14 +26,16 @@ pytestmark = pytest.mark.slow
 
 
 async def _terminate_backends_while_issuing(stack: Stack, *, every: float, strikes: int, deadline: float) -> int:
-    """Every ``every`` seconds, terminates every connection to the stack's database (the workers', the
-    API's, the reconciler's) until ``strikes`` of them have ended backends while requests were half done
-    (some issued, some still open), or nothing is open, or ``deadline`` seconds have passed. Returns how
-    many backends it ended while requests were half done. (A worker takes ready requests 32 at a time and
-    backs off after each cut, so a fixed window could pass with no connection open to cut.)"""
+    """Terminates every connection to the stack's database (the workers', the API's, the reconciler's):
+    once at once, then again each time more requests were issued since the last strike, until ``strikes``
+    strikes have ended backends while requests were half done (some issued, some still open), or nothing
+    is open, or ``deadline`` seconds have passed. Returns how many backends it ended while requests were
+    half done. (Striking on a fixed clock could starve the run: a worker signs 32 requests in one
+    transaction, which a cut every 50 ms never let finish on a quiet machine.)"""
     watcher = await asyncpg.connect(stack.database_url)
     killer = await asyncpg.connect(f"{PG_BASE}/postgres")  # outside the victim database
     mid_run = hits = 0
+    issued_at_last_strike: int | None = None
     stop_at = time.monotonic() + deadline
     try:
         while hits < strikes and time.monotonic() < stop_at:
@@ -42,12 +44,14 @@ async def _terminate_backends_while_issuing(stack: Stack, *, every: float, strik
                 " count(*) FILTER (WHERE status IN ('pending', 'processing')) FROM certificate_requests")
             if not still_open:
                 break
-            ended = await killer.fetchval(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = $1 AND pid <> $2", stack.db_name, watcher.get_server_pid())
-            if issued and ended:
-                mid_run += ended
-                hits += 1
+            if issued_at_last_strike is None or issued > issued_at_last_strike:
+                ended = await killer.fetchval(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND pid <> $2", stack.db_name, watcher.get_server_pid())
+                issued_at_last_strike = issued
+                if issued and ended:
+                    mid_run += ended
+                    hits += 1
             await asyncio.sleep(every)
     finally:
         await watcher.close()
@@ -68,7 +72,7 @@ async def test_requests_in_flight_when_database_connections_are_terminated_all_e
     starting = asyncio.create_task(asyncio.to_thread(stack.start_worker, name="worker-2"))
     # Strike again and again while the worker claims, signs and stores, and the reconciler queries: each
     # of them loses its connection at some point of its statement or transaction.
-    ended_mid_run = await _terminate_backends_while_issuing(stack, every=0.05, strikes=5, deadline=60)
+    ended_mid_run = await _terminate_backends_while_issuing(stack, every=0.02, strikes=3, deadline=60)
     await starting
     assert ended_mid_run > 0, "no connection was cut while requests were in flight"
 
