@@ -27,7 +27,9 @@ async def written(db: asyncpg.Connection, project_id: str) -> dict[str, int]:
     counts = {t: await db.fetchval(f"SELECT count(*) FROM {t} WHERE project_id = $1::uuid", project_id)
               for t in PROJECT_TABLES}
     counts["projects"] = await db.fetchval("SELECT count(*) FROM projects")
-    counts["access_tokens"] = await db.fetchval("SELECT count(*) FROM access_tokens")
+    counts["access_tokens"] = await db.fetchval(
+        "SELECT count(*) FROM access_tokens t JOIN identities i ON i.id = t.identity_id"
+        " WHERE i.project_id = $1::uuid", project_id)
     return counts
 
 
