@@ -9,28 +9,32 @@ does). Without ``--rate`` it first measures the capacity: a closed loop of ``--c
 ``--capacity-seconds`` (10) after a 3 s warm-up, and soaks at half of it. The soak is an open loop:
 requests (a fresh EC P-256 CSR each, ``?wait=10``, from a pool of ``--csrs`` pre-made CSRs sent again
 in turn) arrive at the rate whatever the answers do; anything but 200 (issued) is an error, counted by
-status code or exception.
+status code or exception. The per-identity rate limit is raised out of reach (``bench.common.BENCH_ENV``):
+one identity makes every request.
 
 Every ``--window`` seconds (10) it reads from /proc the resident memory (VmRSS, and the private part,
 Private_Clean + Private_Dirty of smaps_rollup) of every process of the stack: the API, the Celery main
 process and each pool process, the PostgreSQL backends serving the stack's database (summed, with their
 number: they come and go as the pools recycle connections), the Redis server (shared with anything else
-on the machine) and this load generator. Each request is counted in the window it was sent in.
+on the machine) and this load generator (shown, not judged: it keeps every latency). Each request is
+counted in the window it was sent in. (The API's child process is multiprocessing's resource tracker.)
 
 At the end it prints a table per window (sent, issued, errors, p50/p99 ms, memory in MB) and a verdict:
 for each process its memory at the end of the settling time (``--settle``: the first minute, or a third of
 a run shorter than three minutes) against the end of the run, the change in %, flat if within
 ``--flat-percent`` (10). RSS is judged, except for the PostgreSQL backends: their RSS counts every page of
-shared_buffers they have touched (it rises as the table grows and is no leak) and their number varies (a
-pool closes a connection idle for 60 s or used for 50,000 queries), so their private memory per backend
-is judged. p99 per window after settling: min/median/max, stable when no window's p99 is more than twice the
-median and the median of the last third of the windows is at most 1.5 times that of the first third (a
-queue building up); errors: zero, and the warnings and errors the stack logged, counted. Then JSON.
+shared_buffers they have touched (it rises as the table grows and is no leak) and they come and go (a
+pool closes a connection idle for 60 s or used for 50,000 queries), so the private memory of the
+backends alive at both ends is judged (none may be: then no backend lived long enough to grow). p99 per
+window after settling: min/median/max, stable when no window's p99 is more than twice the median and the
+median of the last third of the windows is at most 1.5 times that of the first third (a queue building
+up); errors: zero, and the warnings and errors the stack logged, counted. Then JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import collections
 import json
@@ -61,6 +65,7 @@ from bench.common import (
 from tests.stack import Stack
 
 BACKENDS = "postgresql backends"
+LOAD_GENERATOR = "load generator"
 
 
 @dataclass
@@ -71,6 +76,7 @@ class Sample:
     rss_kb: dict[str, int] = field(default_factory=dict)
     private_kb: dict[str, int | None] = field(default_factory=dict)
     pids: dict[str, list[int]] = field(default_factory=dict)
+    backends_private_kb: dict[int, int | None] = field(default_factory=dict)  # by pid
 
 
 def redis_server(stack: Stack) -> list[int]:
@@ -89,7 +95,11 @@ async def sample(stack: Stack, conn: asyncpg.Connection, at: float, redis_pids: 
         "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", stack.db_name)]
     processes = [(p.label, [p.pid]) for p in stack_processes(stack)]
     processes += [(BACKENDS, backends), ("redis-server", redis_pids),
-                  ("load generator", [os.getpid()])]
+                  (LOAD_GENERATOR, [os.getpid()])]
+    for pid in backends:
+        m = memory(pid)
+        if m is not None:
+            out.backends_private_kb[pid] = m.private_kb
     for label, pids in processes:
         found = [m for m in (memory(p) for p in pids) if m is not None]
         out.rss_kb[label] = sum(m.rss_kb for m in found)
@@ -121,33 +131,47 @@ class Window:
     p99_ms: float | None
 
 
-def windows(records: list[tuple[float, float, bool]], window: float, duration: float) -> list[Window]:
-    n = max(1, math.ceil(duration / window))
-    latencies: list[list[float]] = [[] for _ in range(n)]
-    errors = [0] * n
-    for sent, latency, ok in records:
-        k = min(n - 1, int(sent // window))
+class Windows:
+    """Each call's latency (successes) or error, kept per window as it comes (8 bytes a call: the load
+    generator's own memory stays flat too)."""
+
+    def __init__(self, window: float, duration: float) -> None:
+        self.window = window
+        self.n = max(1, math.ceil(duration / window))
+        self.latencies = [array.array("d") for _ in range(self.n)]
+        self.errors = [0] * self.n
+
+    def record(self, sent: float, latency: float, ok: bool) -> None:
+        k = min(self.n - 1, int(sent // self.window))
         if ok:
-            latencies[k].append(latency)
+            self.latencies[k].append(latency)
         else:
-            errors[k] += 1
-    out = []
-    for k in range(n):
-        p50, _, p99 = quantiles_ms(latencies[k])
-        out.append(Window(k * window, len(latencies[k]) + errors[k], len(latencies[k]), errors[k], p50, p99))
-    return out
+            self.errors[k] += 1
+
+    def summary(self) -> list[Window]:
+        out = []
+        for k in range(self.n):
+            issued = len(self.latencies[k])
+            p50, _, p99 = quantiles_ms(list(self.latencies[k]))
+            out.append(Window(k * self.window, issued + self.errors[k], issued, self.errors[k], p50, p99))
+        return out
 
 
 def _mb(kb: int | None) -> str:
     return "-" if kb is None else f"{kb / 1024:.1f}"
 
 
-def _judged(s: Sample, label: str) -> int | None:
-    """What is judged flat: RSS, except for the backends (their number varies): private KB per backend."""
+def _judged(first: Sample, last: Sample, label: str) -> tuple[int | None, int | None]:
+    """What is judged flat, then and at the end: RSS, except for the backends (they come and go): the
+    private KB of those alive at both ends."""
     if label != BACKENDS:
-        return s.rss_kb.get(label)
-    private, n = s.private_kb.get(label), len(s.pids.get(label, []))
-    return None if private is None or not n else private // n
+        return first.rss_kb.get(label), last.rss_kb.get(label)
+    both = set(first.backends_private_kb) & set(last.backends_private_kb)
+    then = [first.backends_private_kb[p] for p in both]
+    end = [last.backends_private_kb[p] for p in both]
+    if not both or None in then or None in end:
+        return None, None
+    return sum(k or 0 for k in then), sum(k or 0 for k in end)
 
 
 def verdict(samples: list[Sample], wins: list[Window], settle: float, flat_percent: float,
@@ -156,19 +180,23 @@ def verdict(samples: list[Sample], wins: list[Window], settle: float, flat_perce
     last = samples[-1]
     processes: dict[str, dict[str, Any]] = {}
     for label in first.rss_kb:
-        judged = "private/backend" if label == BACKENDS else "rss"
-        before, after = _judged(first, label), _judged(last, label)
+        both = len(set(first.backends_private_kb) & set(last.backends_private_kb))
+        judged = f"private of {both}" if label == BACKENDS else "rss"
+        before, after = _judged(first, last, label)
         same = first.pids.get(label) == last.pids.get(label)
         if not before or after is None or (label != BACKENDS and not same):
             processes[label] = {"judged": judged, "before_kb": before, "after_kb": after, "change_percent": None,
-                                "flat": None, "note": "not there at both ends (replaced or gone)"}
+                                "flat": None, "note": "no backend lived from then to the end (connections are"
+                                " recycled)" if label == BACKENDS else "not there at both ends (replaced or gone)"}
             continue
         change = 100 * (after - before) / before
-        processes[label] = {"judged": judged, "before_kb": before, "after_kb": after,
-                            "change_percent": round(change, 1), "flat": abs(change) <= flat_percent,
-                            "pids_before": len(first.pids[label]), "pids_after": len(last.pids[label])}
+        mine = label == LOAD_GENERATOR  # it keeps every latency: shown, not judged
+        processes[label] = {"judged": "not judged" if mine else judged, "before_kb": before, "after_kb": after,
+                            "change_percent": round(change, 1), "flat": None if mine else abs(change) <= flat_percent,
+                            "pids_before": len(first.pids[label]), "pids_after": len(last.pids[label]),
+                            **({"note": "the benchmark itself"} if mine else {})}
     p99s = [w.p99_ms for w in wins if w.start >= settle and w.p99_ms is not None]
-    median = statistics.median(p99s) if p99s else None
+    median = round(statistics.median(p99s), 2) if p99s else None
     third = max(1, len(p99s) // 3)
     # A queue that builds up shows as a trend, not as one bad window.
     trend = round(statistics.median(p99s[-third:]) / statistics.median(p99s[:third]), 2) if p99s else None
@@ -242,14 +270,14 @@ async def run(stack: Stack, args: argparse.Namespace) -> None:
             rate = round(capacity.per_second / 2, 1)
             print(f"capacity {capacity.per_second}/s ({errors} errors, p99 {capacity.p99_ms} ms): soaking at {rate}/s")
         failures.clear()
-        records: list[tuple[float, float, bool]] = []
+        per_window = Windows(args.window, args.duration)
         samples: list[Sample] = []
         conn = await asyncpg.connect(stack.database_url)
         try:
             redis_pids = redis_server(stack)
             watching = asyncio.ensure_future(sampler(stack, conn, args.window, samples, redis_pids))
             _, _, seconds = await drive_open_loop(args.duration, rate, one,
-                                                  lambda sent, latency, ok: records.append((sent, latency, ok)))
+                                                  per_window.record)
             watching.cancel()
             try:
                 await watching
@@ -258,7 +286,7 @@ async def run(stack: Stack, args: argparse.Namespace) -> None:
             samples.append(await sample(stack, conn, seconds, redis_pids))
         finally:
             await conn.close()
-    wins = windows(records, args.window, args.duration)
+    wins = per_window.summary()
     settle = args.settle if args.settle is not None else (60.0 if args.duration >= 180 else args.duration / 3)
     result = {"rate": rate, "duration": args.duration, "window": args.window, "settle": settle,
               "flat_percent": args.flat_percent, "capacity": asdict(capacity) if capacity else None,
