@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl
 from uuid import UUID
@@ -51,7 +52,7 @@ async def read_json(request: web.Request) -> Any:
     except orjson.JSONDecodeError:
         data = None
     else:
-        _check_strings(data)
+        _check_storable(data)
         return data
     try:
         data = json.loads(raw)
@@ -61,13 +62,15 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest(f"request body has a number too large to read: {exc}") from None
     except RecursionError:
         raise BadRequest("request body is nested too deeply") from None
-    _check_strings(data)
+    _check_storable(data)
     return data
 
 
-def _check_strings(data: Any) -> None:
+def _check_storable(data: Any) -> None:
     """No NUL character and no lone surrogate (``"\\ud800"``) in any string or key: PostgreSQL can store
-    neither, in text or jsonb. Iterative, so any depth ``json.loads`` accepted is walked safely."""
+    neither, in text or jsonb. No NaN, no Infinity, no number past the double range (``1e400``, which
+    the standard library reads as infinity): they are not JSON numbers (RFC 8259), and jsonb refuses
+    them. Iterative, so any depth ``json.loads`` accepted is walked safely."""
     errors: list[FieldError] = []
     stack: list[tuple[str, Any]] = [("", data)]
     while stack and len(errors) < 20:
@@ -83,8 +86,11 @@ def _check_strings(data: Any) -> None:
             stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
         elif isinstance(value, str) and not storable(value):
             errors.append(FieldError(path or "body", "must not contain a NUL character or a lone surrogate"))
+        elif isinstance(value, float) and not math.isfinite(value):
+            errors.append(FieldError(path or "body", "must be a finite JSON number (not NaN, Infinity or past "
+                                                     "the double range)"))
     if errors:
-        raise BadRequest("request body has strings that cannot be stored", errors)
+        raise BadRequest("request body has values that cannot be stored", errors)
 
 
 def storable(text: str) -> bool:
@@ -126,7 +132,7 @@ async def read_form(request: web.Request) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"request body is not a valid form-encoded body: {exc}") from None
     data = dict(pairs)
-    _check_strings(data)
+    _check_storable(data)
     return data
 
 

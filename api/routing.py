@@ -104,19 +104,24 @@ def openapi_document(endpoints: list[Endpoint], *, title: str, version: str) -> 
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
     problem = {"$ref": "#/components/schemas/Problem"}
+    field_errors = {"type": "array", "items": {"type": "object", "properties": {
+        "field": {"type": "string"}, "message": {"type": "string"}}}}
+    # The one error body (api.problem, DESIGN.md 5.1): RFC 9457 fields, then upstream's.
     schemas["Problem"] = {
         "type": "object",
         "properties": {
             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-            "detail": {"type": "string"}, "message": {"type": "string"}, "requestId": {"type": "string"},
-            "errors": {"type": "array", "items": {"type": "object", "properties": {
-                "field": {"type": "string"}, "message": {"type": "string"}}}},
+            "detail": {"type": "string"}, "errors": field_errors, "requestId": {"type": "string"},
+            "message": {"type": "string"}, "reqId": {"type": "string"}, "statusCode": {"type": "integer"},
+            "error": {"type": "string"}, "details": field_errors,
         },
+        "required": ["type", "title", "status", "detail", "errors", "requestId", "message", "reqId",
+                     "statusCode", "error", "details"],
     }
     for ep in endpoints:
         op: dict[str, Any] = {"summary": ep.summary, "tags": [ep.tag], "responses": {}}
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": _path_param_schema(name)}
             for name in _path_params(ep.path)
         ]
         params += [
@@ -151,3 +156,9 @@ def openapi_document(endpoints: list[Endpoint], *, title: str, version: str) -> 
 
 def _path_params(path: str) -> list[str]:
     return [seg[1:-1].split(":")[0] for seg in path.split("/") if seg.startswith("{") and seg.endswith("}")]
+
+
+def _path_param_schema(name: str) -> dict[str, str]:
+    """Every ``{...Id}`` path parameter is read as a UUID (``api.body.path_uuid`` and its kin: anything
+    else is a 422); the others (slugs, names, tokens) are plain strings."""
+    return {"type": "string", "format": "uuid"} if name.endswith("Id") else {"type": "string"}

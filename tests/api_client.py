@@ -101,17 +101,22 @@ async def login(client: ApiClient, client_id: str, client_secret: str) -> str:
     return token
 
 
-async def open_tenant(stack: Stack, session: aiohttp.ClientSession, name: str) -> Tenant:
-    """A new project (bootstrapped in-process, as the conftest does) with a logged-in admin, for fixtures
-    wider than one test (``make_tenant`` is per test)."""
+async def new_tenant(database_url: str, client: ApiClient, name: str) -> Tenant:
+    """The tests' one tenant set-up: a new project, bootstrapped in-process on the database (the
+    ``kms-pki admin bootstrap`` command has tests of its own), with its admin logged in through
+    ``client``'s API."""
     from shared import access
     from shared.db.pool import create_pool
 
-    pool = await create_pool(stack.database_url, min_size=1, max_size=1)
+    pool = await create_pool(database_url, min_size=1, max_size=1)
     try:
         project_id, new = await access.bootstrap(pool, name)
     finally:
         await pool.close()
-    client = ApiClient(session, stack.api_url)
     token = await login(client, new.identity.client_id, new.client_secret)
     return Tenant(str(project_id), new.identity.client_id, new.client_secret, client.with_token(token))
+
+
+async def open_tenant(stack: Stack, session: aiohttp.ClientSession, name: str) -> Tenant:
+    """``new_tenant`` on a stack's API, for fixtures wider than one test (``make_tenant`` is per test)."""
+    return await new_tenant(stack.database_url, ApiClient(session, stack.api_url), name)

@@ -12,9 +12,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from shared import access
-from shared.db.pool import create_pool
-from tests.api_client import ApiClient, Tenant, login
+from tests.api_client import ApiClient, Tenant, new_tenant
 from tests.stack import Stack
 
 
@@ -71,15 +69,7 @@ def bootstrap(stack: Stack, project: str) -> dict[str, str]:
 async def make_tenant(stack: Stack, http: ApiClient):  # type: ignore[no-untyped-def]
     """A new project with a logged-in admin (created in-process: the CLI has its own test)."""
     async def make(name: str = "tenant") -> Tenant:
-        pool = await create_pool(stack.database_url, min_size=1, max_size=1)
-        try:
-            project_id, new = await access.bootstrap(pool, name)
-        finally:
-            await pool.close()
-        creds = {"projectId": str(project_id), "clientId": new.identity.client_id,
-                 "clientSecret": new.client_secret}
-        token = await login(http, creds["clientId"], creds["clientSecret"])
-        return Tenant(creds["projectId"], creds["clientId"], creds["clientSecret"], http.with_token(token))
+        return await new_tenant(stack.database_url, http, name)
     return make
 
 

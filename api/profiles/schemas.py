@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 
 from shared.camel import CamelModel
 from shared.db.policies import PolicyRow, ProfileRow
@@ -33,6 +33,28 @@ Name = Annotated[str, Field(min_length=1, max_length=100)]
 PolicyName = Annotated[str, BeforeValidator(slugify), Field(min_length=1, max_length=100,
                                                             pattern=r"^[a-z0-9][a-z0-9-]*$")]
 Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+
+# jsonb keeps a number as ``numeric`` and gives back every one without a fraction as an integer
+# (``1e30`` comes back as 1000000000000000000000000000000): past 64 bits such an integer can be neither
+# written by the JSON encoder of our answers nor read by upstream's Go clients (int64), so the profile
+# would answer 500 on every read from then on. Free-form JSON is therefore held to 64-bit numbers.
+INT64_LIMIT = 2**63
+
+
+def _numbers_within_64_bits(value: dict[str, Any]) -> dict[str, Any]:
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int | float) and not isinstance(item, bool) and not -INT64_LIMIT <= item < INT64_LIMIT:
+            raise ValueError(f"numbers must fit in 64 bits (-2^63 to 2^63 - 1), got {item!r}")
+    return value
+
+
+FreeFormJson = Annotated[dict[str, Any], AfterValidator(_numbers_within_64_bits)]
 
 
 class CreatePolicyBody(PolicyRules):
@@ -131,7 +153,7 @@ class CreateProfileBody(CamelModel):
     api_config: ApiConfig | None = None
     acme_config: AcmeConfig | None = None
     est_config: EstConfig | None = None
-    external_configs: dict[str, Any] | None = None
+    external_configs: FreeFormJson | None = None
     defaults: ProfileDefaults = Field(default_factory=ProfileDefaults)
 
     @model_validator(mode="after")
@@ -154,7 +176,7 @@ class UpdateProfileBody(CamelModel):
     api_config: ApiConfig | None = None
     acme_config: AcmeConfig | None = None
     est_config: EstConfig | None = None
-    external_configs: dict[str, Any] | None = None
+    external_configs: FreeFormJson | None = None
     defaults: ProfileDefaults | None = None
 
 

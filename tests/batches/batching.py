@@ -8,7 +8,6 @@ Each test package stands alone: the few CSR helpers below are rebuilt here, not 
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections import Counter
@@ -18,11 +17,11 @@ from typing import Any
 
 import asyncpg
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.api_client import ApiClient, Reply
+from tests.issuance.csrs import make_csr, pem_of
 
 BATCHES = "/api/v1/cert-manager/certificate-batches"
 NDJSON = "application/x-ndjson"
@@ -34,19 +33,9 @@ def name_of(index: int) -> str:
     return f"item-{index}.example.test"
 
 
-def make_csr(name: str, key: Any = None) -> str:
-    """A PEM CSR for CN=name, SAN=DNS:name, signed by ``key`` (a fresh P-256 key if None)."""
-    key = key if key is not None else ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-           .sign(key, hashes.SHA256()))
-    return csr.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def csr_item(index: int) -> Item:
     """A valid item whose key the client keeps."""
-    return {"csr": make_csr(name_of(index))}
+    return {"csr": make_csr(cn=name_of(index))}
 
 
 def server_key_item(index: int) -> Item:
@@ -63,16 +52,11 @@ def valid_item(index: int) -> Item:
 # -- hostile items ---------------------------------------------------------------------------------
 
 
-def _pem(der: bytes) -> str:
-    body = base64.encodebytes(der).decode()
-    return f"-----BEGIN CERTIFICATE REQUEST-----\n{body}-----END CERTIFICATE REQUEST-----\n"
-
-
 def _csr_with_bad_signature(index: int) -> str:
-    der = bytearray(x509.load_pem_x509_csr(make_csr(name_of(index)).encode()).public_bytes(
+    der = bytearray(x509.load_pem_x509_csr(make_csr(cn=name_of(index)).encode()).public_bytes(
         serialization.Encoding.DER))
     der[-1] ^= 0x01  # the signature BIT STRING is the last field of a CSR
-    return _pem(bytes(der))
+    return pem_of(bytes(der))
 
 
 @cache
@@ -93,7 +77,7 @@ HOSTILE: dict[str, tuple[Callable[[int], Item], tuple[str, ...]]] = {
         ("commonName", "elsewhere.test")),
     "garbage-csr": (lambda i: {"csr": f"hello, I am certificate request {i}"}, ("csr", "PEM")),
     "csr-with-bad-signature": (lambda i: {"csr": _csr_with_bad_signature(i)}, ("signature does not verify",)),
-    "rsa-1024-csr": (lambda i: {"csr": make_csr(name_of(i), _rsa_1024_key())}, ("1024",)),
+    "rsa-1024-csr": (lambda i: {"csr": make_csr(_rsa_1024_key(), cn=name_of(i))}, ("1024",)),
     "wrong-type-in-attributes": (lambda i: _attributes(i, commonName=i), ("attributes.commonName", "string")),
     "alt-names-not-a-list": (lambda i: _attributes(i, altNames=name_of(i)), ("attributes.altNames", "list")),
     "ttl-over-policy-max": (lambda i: _attributes(i, ttl="365d"), ("ttl", "90d")),

@@ -12,9 +12,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from shared import access
-from shared.db.pool import create_pool
-from tests.api_client import ApiClient, login
+from tests.api_client import ApiClient, open_tenant
 from tests.batches.batching import (
     all_items,
     by_status,
@@ -53,15 +51,9 @@ def own_stack() -> Iterator[Stack]:
 @pytest.fixture
 async def admin(own_stack: Stack) -> AsyncIterator[tuple[ApiClient, str]]:
     """A logged-in admin of a fresh project on ``own_stack``, and the project id."""
-    pool = await create_pool(own_stack.database_url, min_size=1, max_size=1)
-    try:
-        project_id, new = await access.bootstrap(pool, "batchkill")
-    finally:
-        await pool.close()
     async with aiohttp.ClientSession() as session:
-        client = ApiClient(session, own_stack.api_url)
-        token = await login(client, new.identity.client_id, new.client_secret)
-        yield client.with_token(token), str(project_id)
+        tenant = await open_tenant(own_stack, session, "batchkill")
+        yield tenant.admin, tenant.project_id
 
 
 async def issued_so_far(db: asyncpg.Connection, batch_id: str) -> int:

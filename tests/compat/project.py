@@ -14,10 +14,7 @@ that groups it.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from tests.api_client import ApiClient, Reply, login
+from tests.conftest import bootstrap
 from tests.stack import Stack
 
 CA = "/api/v1/cert-manager/ca/internal"
@@ -78,12 +76,7 @@ class CompatPki:
 def bootstrap_project(stack: Stack) -> Project:
     """A new project and its admin identity, by ``kms-pki admin bootstrap --json`` as an operator runs it."""
     name = f"Compat {secrets.token_hex(3)}"
-    out = subprocess.run(
-        [sys.executable, "-m", "api.cli", "admin", "bootstrap", "--project", name, "--json"],
-        env=stack.env, capture_output=True, text=True, timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    printed = json.loads(out.stdout)
+    printed = bootstrap(stack, name)
     return Project(printed["projectId"], name, printed.get("projectSlug"), printed["clientId"],
                    printed["clientSecret"])
 

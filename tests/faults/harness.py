@@ -25,12 +25,10 @@ import aiohttp
 import asyncpg
 import redis
 
-from shared import access
-from shared.db.pool import create_pool
 from shared.tasks import ISSUE_BATCH_CHUNK as ISSUE_CHUNK_TASK
 from shared.tasks import ISSUE_CERTIFICATE as ISSUE_TASK
 from shared.tasks import QUEUE_SIGNING
-from tests.api_client import ApiClient, login
+from tests.api_client import ApiClient, open_tenant
 from tests.pki_setup import ISSUE, REQUESTS, Pki, make_pki
 from tests.stack import Stack, free_port
 
@@ -123,14 +121,8 @@ async def project_with_pki(stack: Stack, session: aiohttp.ClientSession) -> Proj
     starting_api = asyncio.create_task(asyncio.to_thread(stack.start_api))
     await asyncio.to_thread(stack.start_worker)
     await starting_api
-    pool = await create_pool(stack.database_url, min_size=1, max_size=1)
-    try:
-        project_id, new = await access.bootstrap(pool, "faults")
-    finally:
-        await pool.close()
-    client = ApiClient(session, stack.api_url)
-    admin = client.with_token(await login(client, new.identity.client_id, new.client_secret))
-    project = Project(admin, await make_pki(admin, str(project_id)))
+    tenant = await open_tenant(stack, session, "faults")
+    project = Project(tenant.admin, await make_pki(tenant.admin, tenant.project_id))
     stack.kill("worker")
     return project
 

@@ -1,12 +1,15 @@
-"""A chunk that outlives its lease (issue 8, item 7): RSA-4096 server keys take far longer to make than a
-2-second lease, the reconciler re-sends the "expired" requests to a second worker, and still every
-signature made is stored and audited, exactly once per request (DESIGN.md 4.2 and 4.5). The unique
-constraint alone proves nothing here: a signature made and thrown away is the defect."""
+"""A chunk that outlives its lease (issue 8, item 7): a chunk of RSA-4096 server keys on a 2-second lease,
+whose first worker loses its leases while it is still making keys (the test expires them under it, as a
+stalled heartbeat would: left to itself the heartbeat keeps every lease, and nothing is taken over), so
+the reconciler re-sends those requests to a second worker. Still every signature made is stored and
+audited, exactly once per request (DESIGN.md 4.2 and 4.5). The unique constraint alone proves nothing
+here: a signature made and thrown away is the defect."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 
 import aiohttp
@@ -43,6 +46,25 @@ def short_lease_stack() -> Iterator[Stack]:
         yield stack
 
 
+async def overrun_first_claims(database_url: str, timeout: float = 60) -> int:
+    """Keep expiring the leases of first claims (attempts = 1) still processing, every 20 ms, so the
+    first worker's heartbeat cannot hold them, until the reconciler has handed at least one to another
+    claim; returns how many requests were claimed again by then."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            await conn.execute("UPDATE certificate_requests SET lease_expires_at = now() - interval '1 second'"
+                               " WHERE status = 'processing' AND attempts = 1")
+            taken: int = await conn.fetchval("SELECT count(*) FROM certificate_requests WHERE attempts > 1")
+            if taken:
+                return taken
+            assert time.monotonic() < deadline, "no request was claimed again after its lease ran out"
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
 async def test_a_chunk_that_outlives_its_lease_is_signed_once_and_every_signature_is_stored_and_audited(
         short_lease_stack: Stack, session: aiohttp.ClientSession) -> None:
     stack = short_lease_stack
@@ -56,6 +78,7 @@ async def test_a_chunk_that_outlives_its_lease_is_signed_once_and_every_signatur
     stack.start_beat()
     await asyncio.to_thread(stack.start_worker, name="w1", concurrency=1)
     await asyncio.to_thread(stack.start_worker, name="w2", concurrency=1)
+    assert await overrun_first_claims(stack.database_url) >= 1
     final = await wait_all_final(stack.database_url, ITEMS, timeout=180)
     await asyncio.sleep(1)  # the last chunk's log line
 
@@ -71,6 +94,8 @@ async def test_a_chunk_that_outlives_its_lease_is_signed_once_and_every_signatur
     made = signatures_made(stack, ["w1", "w2"])
 
     assert final == {"issued": ITEMS}
+    assert took_over >= 1, "no lease ran out: this test proved nothing"
+    assert signatures_made(stack, ["w2"]) >= 1, "the second worker signed none of what it took over"
     assert stored == ITEMS
     assert len(audited) == ITEMS and all(row["n"] == 1 for row in audited)
     assert made == stored, f"{made} signatures made, {stored} stored ({took_over} requests claimed again)"

@@ -11,7 +11,7 @@ import pytest
 
 from tests.api_client import Tenant, assert_problem
 from tests.issuance.issuing import server_key_attributes
-from tests.pki_setup import CA, ISSUE, POLICIES, PROFILES, REQUESTS, make_pki
+from tests.pki_setup import CA, ISSUE, OPEN_POLICY, POLICIES, PROFILES, REQUESTS, make_pki
 from tests.stack import Stack
 
 BATCHES = "/api/v1/cert-manager/certificate-batches"
@@ -27,7 +27,9 @@ async def written(db: asyncpg.Connection, project_id: str) -> dict[str, int]:
     counts = {t: await db.fetchval(f"SELECT count(*) FROM {t} WHERE project_id = $1::uuid", project_id)
               for t in PROJECT_TABLES}
     counts["projects"] = await db.fetchval("SELECT count(*) FROM projects")
-    counts["access_tokens"] = await db.fetchval("SELECT count(*) FROM access_tokens")
+    counts["access_tokens"] = await db.fetchval(
+        "SELECT count(*) FROM access_tokens t JOIN identities i ON i.id = t.identity_id"
+        " WHERE i.project_id = $1::uuid", project_id)
     return counts
 
 
@@ -190,4 +192,82 @@ async def test_request_list_cursor_outside_years_1_to_9999_in_utc_is_400(
 
     assert_problem(r, 400)
     assert [e["field"] for e in r.body["errors"]] == ["cursor"], r.body
+    assert await written(db, tenant.project_id) == before
+
+
+async def self_signed_profile(t: Tenant, **fields: Any) -> str:
+    """A policy and a ``self-signed`` profile (no CA, so no worker needed): the profile's id."""
+    policy = await t.admin.post(POLICIES, {"projectId": t.project_id, "name": "free-form", **OPEN_POLICY})
+    assert policy.status == 201, policy.body
+    profile = await t.admin.post(PROFILES, {
+        "projectId": t.project_id, "slug": "free-form", "issuerType": "self-signed", "enrollmentType": "api",
+        "certificatePolicyId": policy.body["certificatePolicy"]["id"], "apiConfig": {"autoRenew": False},
+        **fields})
+    assert profile.status == 201, profile.body
+    profile_id: str = profile.body["certificateProfile"]["id"]
+    return profile_id
+
+
+# Not JSON numbers (RFC 8259), though Python's json module reads them: jsonb refused them with a 500.
+NON_FINITE = {"nan": b"NaN", "infinity": b"Infinity", "minus-infinity": b"-Infinity",
+              "past-the-double-range": b"1e400"}
+
+
+@pytest.mark.parametrize("case", list(NON_FINITE))
+async def test_nan_infinity_or_a_number_past_the_double_range_in_a_json_body_is_400(
+    case: str, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    profile_id = await self_signed_profile(tenant)
+    stored = (await tenant.admin.get(f"{PROFILES}/{profile_id}")).body
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.request("PATCH", f"{PROFILES}/{profile_id}", headers={"Content-Type": "application/json"},
+                                   data=b'{"externalConfigs": {"a": [' + NON_FINITE[case] + b"]}}")
+
+    assert_problem(r, 400)
+    assert [e["field"] for e in r.body["errors"]] == ["externalConfigs.a[0]"], r.body
+    assert await written(db, tenant.project_id) == before
+    assert (await tenant.admin.get(f"{PROFILES}/{profile_id}")).body == stored
+
+
+# Each came back from jsonb as an integer past 64 bits: the PATCH answered 500, and so did every later
+# read of the profile and of the project's profile list (found by schemathesis with real ids).
+BEYOND_64_BITS = {"integer": b"18446744073709551616", "negative-integer": b"-160580341360003035168768",
+                  "float": b"7.240048057155819e+73", "exponent": b"1e30"}
+
+
+@pytest.mark.parametrize("case", list(BEYOND_64_BITS))
+async def test_external_configs_number_beyond_64_bits_is_422_and_the_profile_still_reads(
+    case: str, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    profile_id = await self_signed_profile(tenant, externalConfigs={"kept": {"n": -(2**63), "m": 2**63 - 1}})
+    stored = (await tenant.admin.get(f"{PROFILES}/{profile_id}")).body
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.request("PATCH", f"{PROFILES}/{profile_id}", headers={"Content-Type": "application/json"},
+                                   data=b'{"externalConfigs": {"x": {"y": ' + BEYOND_64_BITS[case] + b"}}}")
+
+    assert_problem(r, 422)
+    assert r.body["error"] == "ValidationFailure" and [e["field"] for e in r.body["errors"]] == ["externalConfigs"]
+    assert await written(db, tenant.project_id) == before
+    got = await tenant.admin.get(f"{PROFILES}/{profile_id}")
+    assert got.status == 200 and got.body == stored, got.body
+    assert stored["certificateProfile"]["externalConfigs"] == {"kept": {"n": -(2**63), "m": 2**63 - 1}}
+    listed = await tenant.admin.get(PROFILES, params={"projectId": tenant.project_id})
+    assert listed.status == 200, listed.body
+
+
+async def test_external_configs_number_beyond_64_bits_on_create_is_422_and_writes_nothing(
+    tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    policy = await tenant.admin.post(POLICIES, {"projectId": tenant.project_id, "name": "free-form", **OPEN_POLICY})
+    assert policy.status == 201, policy.body
+    before = await written(db, tenant.project_id)
+
+    r = await tenant.admin.post(PROFILES, {
+        "projectId": tenant.project_id, "slug": "big", "issuerType": "self-signed", "enrollmentType": "api",
+        "certificatePolicyId": policy.body["certificatePolicy"]["id"], "apiConfig": {"autoRenew": False},
+        "externalConfigs": {"n": 1e30}})
+
+    assert_problem(r, 422)
     assert await written(db, tenant.project_id) == before

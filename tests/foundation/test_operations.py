@@ -104,3 +104,18 @@ def _schema(model: type[BaseModel]) -> dict[str, object]:
     schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
     schema.pop("$defs", None)
     return schema
+
+
+async def test_openapi_types_id_path_parameters_as_uuids_and_lists_every_error_body_field(http: ApiClient) -> None:
+    doc = (await http.get("/openapi.json")).body
+    certificate = doc["paths"]["/api/v1/cert-manager/certificates/{certificateId}"]["get"]
+    assert certificate["parameters"] == [{"name": "certificateId", "in": "path", "required": True,
+                                          "schema": {"type": "string", "format": "uuid"}}]
+    by_slug = doc["paths"]["/api/v1/projects/slug/{slug}"]["get"]
+    assert by_slug["parameters"][0]["schema"] == {"type": "string"}
+    problem = doc["components"]["schemas"]["Problem"]
+    error_body = {"type", "title", "status", "detail", "errors", "requestId", "message", "reqId", "statusCode",
+                  "error", "details"}
+    assert set(problem["properties"]) == set(problem["required"]) == error_body
+    r = await http.get("/api/v1/cert-manager/certificates/not-a-uuid")
+    assert r.status in (401, 422) and set(r.body) == error_body, r.body

@@ -1,7 +1,7 @@
 """Submitting a batch (or a CA) must never double it, nor store junk. Issue 8, items 4 and 8.
 
 - Item 4: once the batch or CA is committed, a broker failure is not the client's problem: the API
-  answers 202 (sending is best effort, the reconciler re-sends), because a 503 made the client retry
+  answers 202 (sending is best effort, the reconciler re-sends, and completes both), because a 503 made the client retry
   and made a second batch. Batches take an ``Idempotency-Key`` like single requests.
 - Item 8: an item CSR over 16 KiB (or over 1 MiB, which was a 500) fails alone, and is not stored.
 """
@@ -37,6 +37,7 @@ from tests.faults.harness import (
     wait_for_log,
 )
 from tests.issuance.issuing import MakeTenant
+from tests.pki.authorities import ca_body, wait_until_settled
 from tests.pki_setup import CA, make_pki
 from tests.stack import Stack
 
@@ -113,7 +114,7 @@ async def test_ca_posted_while_the_broker_is_unreachable_is_202_pending_and_exac
 
 
 @pytest.mark.slow
-async def test_batch_posted_while_the_broker_is_unreachable_is_completed_by_the_reconciler(
+async def test_batch_and_ca_posted_while_the_broker_is_unreachable_are_completed_by_the_reconciler(
     fault_stack: Stack
 ) -> None:
     stack = fault_stack
@@ -123,15 +124,24 @@ async def test_batch_posted_while_the_broker_is_unreachable_is_completed_by_the_
         r = await submit(offline, project.pki.profile_id, items(5))
         assert r.status == 202, (r.status, r.body)
         await wait_for_log(stack, "api-no-broker", "enqueue failed")  # logged, not answered 503
+        ca = await offline.post(CA, ca_body(project.pki.project_id, "offline child", parent=project.pki.issuing_id,
+                                            ttl="1y"))
+        assert ca.status == 202 and ca.body["status"] == "pending-certificate", (ca.status, ca.body)
 
         await start_worker_and_beat(stack)
         view = await wait_completed(project.admin, r.body["batchId"], timeout=60)
+        ca_view = await wait_until_settled(project.admin, ca.body["id"], timeout=60)
 
     assert (view["issued"], view["failed"]) == (5, 0), view
+    assert ca_view["status"] == "active", ca_view
     db = await asyncpg.connect(stack.database_url)
     try:
         assert await certificates_of_batch(db, r.body["batchId"]) == (5, 5, 0)
         assert await db.fetchval("SELECT count(*) FROM certificate_batches") == 1
+        # Root, issuing CA and the one posted offline: that one once, with its certificate.
+        rows = await db.fetch("SELECT id, status, certificate_pem IS NOT NULL AS signed FROM certificate_authorities"
+                              " WHERE parent_ca_id = $1::uuid", project.pki.issuing_id)
+        assert [(str(row["id"]), row["status"], row["signed"]) for row in rows] == [(ca.body["id"], "active", True)]
     finally:
         await db.close()
 

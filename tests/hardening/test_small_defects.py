@@ -1,7 +1,8 @@
 """The smaller defects of issue 8 (item 10), each on the real stack: a saturated pool answers 503 instead
 of queueing forever; a policy deleted while a profile naming it is created is a 409, not a 500; every
 private key handed out is audited; a notBefore before the issuing CA's is refused by the worker; a CA
-disabled mid-batch signs nothing more; a lock timeout gives the claims back at once."""
+disabled mid-batch signs nothing more; a lock timeout, a deadlock or a serialization failure gives the claims
+back at once."""
 
 from __future__ import annotations
 
@@ -332,19 +333,35 @@ async def lock_timeout_runtime(stack: Stack) -> AsyncIterator[Runtime]:
         await pool.close()
 
 
+async def unsignalled_request(rt: Runtime, tenant: Tenant, name: str) -> uuid.UUID:
+    """A request written as the API writes it, but with no doorbell rung: only the test's calls work on it."""
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    stored = IssueBody.model_validate({"profileId": pki.profile_id, "attributes": server_key_attributes(name)})
+    row = await requests_db.insert_request(
+        await rt.pool(), project_id=uuid.UUID(tenant.project_id), profile_id=stored.profile_id, csr_pem=None,
+        attributes=stored.stored_attributes(), server_key=True, remove_roots=False, requested_by=None)
+    assert row is not None
+    return row.id
+
+
+async def assert_given_back_then_issued(rt: Runtime, cache: CaKeyCache, db: asyncpg.Connection,
+                                        request_id: uuid.UUID, error: str) -> None:
+    """The failed run gave the claim back at once (pending, no claim token, the error recorded), not at the
+    end of its lease; the next run issues."""
+    given_back = await db.fetchrow("SELECT status, claim_token, last_error FROM certificate_requests WHERE id = $1",
+                                   request_id)
+    assert (given_back["status"], given_back["claim_token"]) == ("pending", None), dict(given_back)
+    assert error in given_back["last_error"], dict(given_back)
+
+    assert (await issuance.issue_many(rt, cache, [request_id]))["issued"] == 1
+    assert await db.fetchval("SELECT status FROM certificate_requests WHERE id = $1", request_id) == "issued"
+
+
 async def test_a_lock_timeout_while_signing_gives_the_claim_back_at_once_and_the_retry_issues(
     worker: Stack, tenant: Tenant, lock_timeout_runtime: Runtime, db: asyncpg.Connection
 ) -> None:
     rt = lock_timeout_runtime
-    pki = await make_pki(tenant.admin, tenant.project_id)
-    stored = IssueBody.model_validate({"profileId": pki.profile_id,
-                                       "attributes": server_key_attributes("locked.example.test")})
-    pool = await rt.pool()
-    # Written as the API writes it, but no doorbell is rung: only this test's calls work on it.
-    row = await requests_db.insert_request(
-        pool, project_id=uuid.UUID(tenant.project_id), profile_id=stored.profile_id, csr_pem=None,
-        attributes=stored.stored_attributes(), server_key=True, remove_roots=False, requested_by=None)
-    assert row is not None
+    request_id = await unsignalled_request(rt, tenant, "locked.example.test")
     cache = CaKeyCache(rt.ca_keyring, rt.settings.ca_key_cache_seconds)
 
     holding = db.transaction()
@@ -352,13 +369,35 @@ async def test_a_lock_timeout_while_signing_gives_the_claim_back_at_once_and_the
     try:
         await db.execute("LOCK TABLE certificate_authorities IN ACCESS EXCLUSIVE MODE")
         with pytest.raises(asyncpg.LockNotAvailableError):
-            await issuance.issue_many(rt, cache, [row.id])
+            await issuance.issue_many(rt, cache, [request_id])
     finally:
         await holding.rollback()
-    given_back = await db.fetchrow("SELECT status, claim_token, last_error FROM certificate_requests WHERE id = $1",
-                                   row.id)
-    assert (given_back["status"], given_back["claim_token"]) == ("pending", None), dict(given_back)
-    assert "LockNotAvailableError" in given_back["last_error"], dict(given_back)
 
-    assert (await issuance.issue_many(rt, cache, [row.id]))["issued"] == 1
-    assert await db.fetchval("SELECT status FROM certificate_requests WHERE id = $1", row.id) == "issued"
+    await assert_given_back_then_issued(rt, cache, db, request_id, "LockNotAvailableError")
+
+
+@pytest.mark.parametrize(("sqlstate", "error"), [("40P01", asyncpg.DeadlockDetectedError),
+                                                 ("40001", asyncpg.SerializationError)],
+                         ids=["deadlock", "serialization-failure"])
+async def test_a_deadlock_or_serialization_failure_while_storing_gives_the_claim_back_at_once_and_the_retry_issues(
+    worker: Stack, tenant: Tenant, lock_timeout_runtime: Runtime, db: asyncpg.Connection, sqlstate: str,
+    error: type[asyncpg.PostgresError]
+) -> None:
+    rt = lock_timeout_runtime
+    request_id = await unsignalled_request(rt, tenant, f"{error.__name__.lower()}.example.test")
+    cache = CaKeyCache(rt.ca_keyring, rt.settings.ca_key_cache_seconds)
+    # PostgreSQL raises the error itself, with its real SQLSTATE, in the statement that stores the
+    # certificate: the signing transaction rolls back as it does when the server picks it as a deadlock
+    # victim or fails its serialization.
+    trigger = f"kms_test_fail_{request_id.hex}"
+    await db.execute(f"CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                     f" RAISE EXCEPTION 'injected by the test' USING ERRCODE = '{sqlstate}'; END $$")
+    await db.execute(f"CREATE TRIGGER {trigger} BEFORE INSERT ON certificates FOR EACH ROW"
+                     f" WHEN (NEW.request_id = '{request_id}') EXECUTE FUNCTION {trigger}()")
+    try:
+        with pytest.raises(error):
+            await issuance.issue_many(rt, cache, [request_id])
+    finally:
+        await db.execute(f"DROP FUNCTION {trigger}() CASCADE")
+
+    await assert_given_back_then_issued(rt, cache, db, request_id, error.__name__)

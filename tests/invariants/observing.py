@@ -19,7 +19,6 @@ from cryptography import x509
 
 from tests.api_client import ApiClient, open_tenant
 from tests.batches import batching
-from tests.issuance.checkers import run
 from tests.issuance.csrs import make_csr
 from tests.issuance.issuing import issued, outcome, server_key_attributes
 from tests.pki.authorities import PROFILES
@@ -163,24 +162,6 @@ def event_serial(event: AuditEvent) -> int | None:
 
 
 # -- checkers --------------------------------------------------------------------------------------
-
-
-async def openssl_verify_server(root_pem: str, intermediates_pem: str, leaf_pem: str, directory: Any
-                                ) -> tuple[int, str]:
-    """``openssl verify -x509_strict -purpose sslserver -CAfile root [-untrusted intermediates] leaf``.
-
-    tests/issuance/checkers.py and tests/pki/authorities.py each have an ``openssl verify`` without
-    ``-purpose``; the observers need the TLS-server purpose checked too, so this one lives here.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    root, chain, leaf = (directory / f for f in ("root.pem", "intermediates.pem", "leaf.pem"))
-    root.write_text(root_pem)
-    leaf.write_text(leaf_pem)
-    argv = ["openssl", "verify", "-x509_strict", "-purpose", "sslserver", "-CAfile", str(root)]
-    if intermediates_pem.strip():
-        chain.write_text(intermediates_pem)
-        argv += ["-untrusted", str(chain)]
-    return await run(*argv, str(leaf))
 
 
 def run_sync(coro: Any) -> Any:

@@ -25,8 +25,8 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from shared.config import Settings
 from tests.api_client import ApiClient, Tenant, open_tenant
-from tests.invariants.observing import openssl_verify_server, run_sync, self_signed_profile
-from tests.issuance.checkers import pkilint_errors
+from tests.invariants.observing import run_sync, self_signed_profile
+from tests.issuance.checkers import openssl_verify, pkilint_errors
 from tests.issuance.csrs import NEW_KEY, make_csr
 from tests.issuance.issuing import CERTIFICATES, server_key_attributes, submit, view_of
 from tests.pki.authorities import PROFILES, ca_body, ca_certificate, create_ca
@@ -155,8 +155,8 @@ def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.E
 
 async def test_issued_leaf_verifies_with_openssl_x509_strict_as_a_tls_server(h: Hierarchy, tmp_path: Path) -> None:
     for leaf in (h.leaf, h.leaf_without_subject):
-        code, out = await openssl_verify_server(_pem(h.root), _intermediates(h), leaf.view["certificate"],
-                                                tmp_path / leaf.name)
+        code, out = await openssl_verify(tmp_path / leaf.name, _pem(h.root), _intermediates(h),
+                                         leaf.view["certificate"], purpose="sslserver")
         assert code == 0 and out.strip().endswith(": OK"), (leaf.name, out)
 
 
@@ -287,5 +287,5 @@ async def test_self_signed_profile_certificate_passes_pkilint_and_verifies_again
     assert cert.issuer == cert.subject
     cert.verify_directly_issued_by(cert)
     assert await pkilint_errors(pem) == [], pem
-    code, out = await openssl_verify_server(pem, "", pem, tmp_path)
+    code, out = await openssl_verify(tmp_path, pem, "", pem, purpose="sslserver")
     assert code == 0 and out.strip().endswith(": OK"), out

@@ -35,9 +35,20 @@ async def run(*argv: str, stdin: bytes = b"") -> tuple[int, str]:
     return proc.returncode, out.decode(errors="replace")
 
 
-async def openssl_verify(root: Path, chain: Path, leaf: Path) -> tuple[int, str]:
-    """``openssl verify -CAfile root.pem -untrusted chain.pem leaf.pem``."""
-    return await run("openssl", "verify", "-CAfile", str(root), "-untrusted", str(chain), str(leaf))
+async def openssl_verify(directory: Path, root_pem: str, chain_pem: str, cert_pem: str, *,
+                         purpose: str | None = None) -> tuple[int, str]:
+    """``openssl verify -x509_strict [-purpose P] -CAfile root.pem [-untrusted chain.pem] cert.pem``, the
+    files written into ``directory``: (exit code, output). The tests' one ``openssl verify``; with
+    ``purpose="sslserver"`` the certificate must also be fit for a TLS server."""
+    directory.mkdir(parents=True, exist_ok=True)
+    root, chain, cert = (directory / f for f in ("root.pem", "chain.pem", "cert.pem"))
+    root.write_text(root_pem)
+    cert.write_text(cert_pem)
+    argv = ["openssl", "verify", "-x509_strict", *(["-purpose", purpose] if purpose else []), "-CAfile", str(root)]
+    if chain_pem.strip():
+        chain.write_text(chain_pem)
+        argv += ["-untrusted", str(chain)]
+    return await run(*argv, str(cert))
 
 
 async def pkilint_errors(pem: str) -> list[str]:

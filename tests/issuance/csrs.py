@@ -1,7 +1,7 @@
 """Keys and CSRs as a client would make them with ``cryptography``, well-formed and hostile.
 
-Not a test module. The hostile ones follow tests/unit/test_evaluation.py (rebuilt here, not imported:
-each test package stands alone).
+Not a test module. ``make_csr`` is the tests' one CSR builder (the unit, batch and policy tests build
+theirs with it too).
 """
 
 from __future__ import annotations
@@ -31,14 +31,16 @@ def make_csr(
     cn: str | None = "app.example.test",
     sans: tuple[x509.GeneralName, ...] | None = None,
     extensions: tuple[x509.ExtensionType, ...] = (),
+    extra_subject: tuple[x509.NameAttribute[str], ...] = (),
 ) -> str:
-    """A PEM CSR signed by ``key`` (a fresh P-256 key if None); SAN = [DNS:cn] unless ``sans`` says."""
+    """A PEM CSR signed by ``key`` (a fresh P-256 key if None); SAN = [DNS:cn] unless ``sans`` says (``()``:
+    no SAN extension); subject CN=cn, then ``extra_subject``."""
     key = key if key is not None else ec.generate_private_key(ec.SECP256R1())
     if sans is None:
         sans = (x509.DNSName(cn),) if cn else ()
-    # _validate=False: a hostile client is not bound by cryptography's checks.
+    # _validate=False: a hostile client is not bound by cryptography's checks (over-long names, say).
     subject = [x509.NameAttribute(NameOID.COMMON_NAME, cn, _validate=False)] if cn else []
-    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(subject))
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([*subject, *extra_subject]))
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
     for extension in extensions:

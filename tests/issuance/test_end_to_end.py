@@ -43,7 +43,8 @@ async def passes_real_checkers(tmp_path: Path, pki: Pki, view: dict[str, Any], k
     leaf.write_text(leaf_pem)
     key_file.write_text(key)
 
-    code, out = await openssl_verify(root, chain, leaf)
+    code, out = await openssl_verify(tmp_path / "verify", pki.root_pem, view["certificateChain"], leaf_pem,
+                                     purpose="sslserver")
     assert code == 0 and out.strip().endswith(": OK"), out
 
     assert await pkilint_errors(leaf_pem) == [], leaf_pem

@@ -1,17 +1,14 @@
-"""Internal CAs over HTTP, as a client would create them, and the real checkers their certificates face.
+"""Internal CAs over HTTP, as a client would create them.
 
-Not a test module: the PKI tests share these steps (create and wait until active, fetch the PEM, run
-``lint_pkix_cert`` and ``openssl verify``).
+Not a test module: the PKI tests share these steps (create and wait until active, fetch the PEM). The
+checkers their certificates face (``lint_pkix_cert``, ``openssl verify``) are tests.issuance.checkers'.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from tests.api_client import ApiClient, Reply
@@ -20,8 +17,6 @@ CAS = "/api/v1/cert-manager/ca/internal"
 POLICIES = "/api/v1/cert-manager/certificate-policies"
 PROFILES = "/api/v1/cert-manager/certificate-profiles"
 KEY_ALGORITHMS = ("RSA_2048", "RSA_3072", "RSA_4096", "EC_prime256v1", "EC_secp384r1", "EC_secp521r1", "ED25519")
-# pkilint lives next to the interpreter running the tests (the project's virtual environment).
-LINT_PKIX_CERT = str(Path(sys.executable).with_name("lint_pkix_cert"))
 
 
 def ca_slug(label: str) -> str:
@@ -85,36 +80,6 @@ async def list_cas(client: ApiClient, project_id: str) -> list[dict[str, Any]]:
     assert r.status == 200, r.body
     items: list[dict[str, Any]] = r.body
     return items
-
-
-async def _run(*argv: str, stdin: bytes = b"") -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(stdin), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
-
-
-async def pkilint_errors(pem: str) -> list[str]:
-    """Findings of severity ERROR or FATAL from DigiCert's RFC 5280 linter (warnings are allowed)."""
-    _, out = await _run(LINT_PKIX_CERT, "lint", "--format", "JSON", "--document-format", "PEM", "-",
-                        stdin=pem.encode())
-    report = json.loads(out)
-    return [f"{f['severity']} {f['code']} at {result['node_path']}"
-            for result in report["results"] for f in result["finding_descriptions"]
-            if f["severity"] in ("ERROR", "FATAL")]
-
-
-async def openssl_verify(directory: Path, root_pem: str, chain_pem: str, cert_pem: str) -> tuple[int, str]:
-    """``openssl verify -x509_strict -CAfile root.pem [-untrusted chain.pem] cert.pem``: (exit code, output)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "root.pem").write_text(root_pem)
-    (directory / "cert.pem").write_text(cert_pem)
-    argv = ["openssl", "verify", "-x509_strict", "-CAfile", str(directory / "root.pem")]
-    if chain_pem.strip():
-        (directory / "chain.pem").write_text(chain_pem)
-        argv += ["-untrusted", str(directory / "chain.pem")]
-    return await _run(*argv, str(directory / "cert.pem"))
 
 
 def problem_fields(r: Reply) -> set[str]:

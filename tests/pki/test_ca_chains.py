@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.api_client import Tenant
+from tests.issuance.checkers import openssl_verify, pkilint_errors
 from tests.pki.authorities import (
     CAS,
     KEY_ALGORITHMS,
@@ -21,8 +22,6 @@ from tests.pki.authorities import (
     ca_certificate,
     create_ca,
     list_cas,
-    openssl_verify,
-    pkilint_errors,
     problem_fields,
 )
 from tests.pki.storage import fingerprint

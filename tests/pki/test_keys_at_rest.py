@@ -30,8 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from shared.secrets.envelope import EnvelopeError, load_root_key, unwrap_data_key
 from shared.secrets.keyring import CA_ROOT, ROOT, KeyRing, Purpose
 from tests.api_client import ApiClient, Tenant, login, open_tenant
+from tests.issuance.checkers import openssl_verify
 from tests.issuance.issuing import issued, server_key_attributes
-from tests.pki.authorities import ca_body, ca_certificate, create_ca, openssl_verify
+from tests.pki.authorities import ca_body, ca_certificate, create_ca
 from tests.pki_setup import OPEN_POLICY, POLICIES, PROFILES
 from tests.stack import Stack, free_port
 from worker.ca_keys import CA_TABLE

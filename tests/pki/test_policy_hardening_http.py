@@ -8,12 +8,10 @@ import math
 from typing import Any
 
 import asyncpg
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from tests.api_client import Reply, Tenant
+from tests.issuance.csrs import make_csr
 from tests.issuance.issuing import rows_of_project, submit
 from tests.pki.authorities import POLICIES, problem_fields
 from tests.pki.storage import fingerprint
@@ -152,11 +150,7 @@ async def test_policy_patch_with_an_unreadable_cidr_is_422_and_leaves_the_policy
 # -- item 10: weak CSR keys -----------------------------------------------------------------------
 
 def _csr(key: rsa.RSAPrivateKey) -> str:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.example.com")])
-    csr = (x509.CertificateSigningRequestBuilder().subject_name(subject)
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName("api.example.com")]), critical=False)
-           .sign(key, hashes.SHA256()))
-    return csr.public_bytes(serialization.Encoding.PEM).decode()
+    return make_csr(key, cn="api.example.com")
 
 
 async def test_csr_with_rsa_public_exponent_3_is_400_naming_the_csr_field(

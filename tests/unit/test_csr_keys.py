@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import BadRequest
 from shared.pki.csr import FERMAT_ROUNDS, _fermat_factor, _integer_root, read_csr, rsa_key_weakness
+from tests.issuance.csrs import make_csr
 
 _SMALL = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47)
 
@@ -74,9 +74,7 @@ def _prime_of_bits(bits: int) -> int:
 
 
 def _csr(key: Any) -> str:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.example.com")])
-    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
-    return csr.public_bytes(serialization.Encoding.PEM).decode()
+    return make_csr(key, cn="api.example.com", sans=())
 
 
 def _refusal(csr_pem: str) -> BadRequest:

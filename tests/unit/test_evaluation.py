@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import re
 from datetime import UTC, datetime, timedelta
@@ -10,7 +9,7 @@ from typing import Any, get_args
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from pydantic import ValidationError
@@ -27,6 +26,8 @@ from shared.policy.attributes import (
 )
 from shared.policy.evaluation import evaluate_request
 from shared.policy.rules import PolicyRules
+from tests.issuance import csrs
+from tests.issuance.csrs import pem_of
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -53,20 +54,8 @@ def make_csr(
     extensions: tuple[x509.ExtensionType, ...] = (),
     extra_subject: tuple[x509.NameAttribute[str], ...] = (),
 ) -> str:
-    # _validate=False lets a test build the over-long names a hostile client could send.
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, cn, _validate=False)] if cn else []
-    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([*attributes, *extra_subject]))
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    for extension in extensions:
-        builder = builder.add_extension(extension, critical=False)
-    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    return builder.sign(key, algorithm).public_bytes(serialization.Encoding.PEM).decode()
-
-
-def pem_of(der: bytes) -> str:
-    body = base64.encodebytes(der).decode()
-    return f"-----BEGIN CERTIFICATE REQUEST-----\n{body}-----END CERTIFICATE REQUEST-----\n"
+    """tests.issuance.csrs.make_csr with this module's defaults: one fixed key, CN and SAN api.example.com."""
+    return csrs.make_csr(key, cn=cn, sans=sans, extensions=extensions, extra_subject=extra_subject)
 
 
 def evaluate(
