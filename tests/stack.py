@@ -102,6 +102,11 @@ class Stack:
         return self.dir / f"{name}.log"
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        running = self.processes.get(name)
+        if running is not None and running.poll() is None:
+            # Its handle would be lost and the process left running after the stack is dropped (holding its
+            # Redis database number busy for every later stack).
+            raise RuntimeError(f"a process named {name!r} is already running in this stack; stop it first")
         log = open(self.log_path(name), "ab")  # owned by the child for its lifetime
         proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

@@ -165,3 +165,33 @@ def test_a_database_number_with_clients_connected_is_skipped_though_nobody_lease
     finally:
         orphan.close()
     assert n == 3
+
+
+def _clients_of(base: str, number: int) -> int:
+    with redis.Redis.from_url(f"{base}/0") as client:
+        return sum(1 for c in client.client_list() if int(c["db"]) == number)
+
+
+async def test_a_closed_broker_leaves_no_connection_to_its_redis_database(redis_base: str) -> None:
+    """Celery's connection pool kept a sent message's connections open after ``Broker.close`` (Celery.close
+    skips a pool whose connections are all handed out): each test that rang a doorbell left its stack's
+    database number looking busy, until a run of the whole suite had no free number left."""
+    from api.broker import Broker
+
+    broker = Broker(f"{redis_base}/7")
+    await broker.send("kms.hygiene.noop", ["x"])
+    assert _clients_of(redis_base, 7) >= 1
+    await broker.close()
+    assert _clients_of(redis_base, 7) == 0
+
+
+def test_a_second_process_under_a_running_ones_name_is_refused(redis_base: str) -> None:
+    """Two session fixtures once started an API under one name: the first handle was overwritten, and that
+    API outlived the stack (and kept its Redis database number busy)."""
+    stack = Stack(name="hygiene")
+    try:
+        stack.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+        with pytest.raises(RuntimeError, match="already running"):
+            stack.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+    finally:
+        stack.drop()
