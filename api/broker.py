@@ -110,7 +110,4 @@ class Broker:
             await asyncio.wait(self._in_flight, timeout=5)
         if self._redis is not None:
             await self._redis.aclose()
-        # The Celery app's pool keeps its broker connections open (and Celery.close skips a pool whose
-        # connections are all handed out), so they are closed here, in the thread that used them.
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._celery.pool.force_close_all)
         self._executor.shutdown(wait=False)

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from shared.db.migrate import drop_database, migrate
-from tests.redis_leases import DbLeases
+from tests.redis_leases import DbLeases, numbers_for_this_process
 
 PG_BASE = os.environ.get("KMS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_BASE = os.environ.get("KMS_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -27,7 +27,7 @@ REDIS_BASE = os.environ.get("KMS_TEST_REDIS", "redis://127.0.0.1:6379")
 
 # Redis database numbers 2-15 are leased to stacks (0 is the dev default, 1 holds the leases), so stacks
 # running at the same time (parallel test runs, a benchmark beside the tests) never share a queue.
-LEASES = DbLeases(f"{REDIS_BASE}/1")
+LEASES = DbLeases(f"{REDIS_BASE}/1", numbers=numbers_for_this_process(range(2, 16)))
 
 
 def _lease_redis_db(owner: str) -> int:
