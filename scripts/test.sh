@@ -34,4 +34,11 @@ echo "== ruff"
 echo "== mypy --strict shared/ api/ worker/ client/"
 "$VENV/bin/mypy"
 echo "== pytest"
+# Two test processes (PYTEST_PROCESSES=1 for one), each with a stack of its own; a file's tests stay on one
+# process (--dist loadfile), so module fixtures are made once. Most of the slowest tests wait for a
+# worker outage, a CRL's validity or a restarted peer, so two processes share the two cores well.
+PROCS=${PYTEST_PROCESSES:-2}
+if [ "$PROCS" -gt 1 ]; then
+  exec "$VENV/bin/pytest" -n "$PROCS" --dist loadfile "$@"
+fi
 exec "$VENV/bin/pytest" "$@"

@@ -99,8 +99,12 @@ class DbLeases:
                 pass  # at exit, with the server gone: the lease lapses with its TTL
 
     def busy(self) -> set[int]:
-        """The database numbers some client of the server is connected to."""
-        return {int(client["db"]) for client in self.redis.client_list()}
+        """The database numbers some client of the server is connected to, except this process's own: the
+        test process itself keeps idle connections to the numbers of stacks it dropped (Celery's producer
+        pool, shared by every app of one broker URL in a process, is never closed), which consume nothing."""
+        own = _own_tcp_ports()
+        return {int(client["db"]) for client in self.redis.client_list()
+                if int(str(client.get("addr", ":0")).rsplit(":", 1)[1]) not in own}
 
     def _take_over(self, key: str, value: str) -> bool:
         current = self.redis.get(key)
@@ -121,3 +125,40 @@ class DbLeases:
                     continue  # unreachable for a moment: the next beat tries again, well within the TTL
 
         threading.Thread(target=renew, name=f"lease-redis-db-{n}", daemon=True).start()
+
+
+def _own_tcp_ports() -> set[int]:
+    """The local ports of this process's TCP sockets (Linux: its socket inodes looked up in /proc/net/tcp*)."""
+    inodes: set[str] = set()
+    try:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return set()
+    ports: set[int] = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[9] in inodes:
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            continue
+    return ports
+
+
+def numbers_for_this_process(numbers: range) -> tuple[int, ...]:
+    """Under pytest-xdist each test process leases from its own share of the numbers, so the idle
+    connections one keeps (see ``DbLeases.busy``) never look busy to another."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not worker.startswith("gw") or not count.isdigit() or int(count) < 2:
+        return tuple(numbers)
+    index, total = int(worker[2:]), int(count)
+    return tuple(n for i, n in enumerate(numbers) if i % total == index % total)

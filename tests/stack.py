@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from shared.db.migrate import drop_database, migrate
-from tests.redis_leases import DbLeases
+from tests.redis_leases import DbLeases, numbers_for_this_process
 
 PG_BASE = os.environ.get("KMS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_BASE = os.environ.get("KMS_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -27,7 +27,7 @@ REDIS_BASE = os.environ.get("KMS_TEST_REDIS", "redis://127.0.0.1:6379")
 
 # Redis database numbers 2-15 are leased to stacks (0 is the dev default, 1 holds the leases), so stacks
 # running at the same time (parallel test runs, a benchmark beside the tests) never share a queue.
-LEASES = DbLeases(f"{REDIS_BASE}/1")
+LEASES = DbLeases(f"{REDIS_BASE}/1", numbers=numbers_for_this_process(range(2, 16)))
 
 
 def _lease_redis_db(owner: str) -> int:
@@ -102,6 +102,11 @@ class Stack:
         return self.dir / f"{name}.log"
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        running = self.processes.get(name)
+        if running is not None and running.poll() is None:
+            # Its handle would be lost and the process left running after the stack is dropped (holding its
+            # Redis database number busy for every later stack).
+            raise RuntimeError(f"a process named {name!r} is already running in this stack; stop it first")
         log = open(self.log_path(name), "ab")  # owned by the child for its lifetime
         proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

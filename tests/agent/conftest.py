@@ -30,7 +30,6 @@ from cryptography.x509.oid import NameOID
 from shared import access
 from shared.db.pool import create_pool
 from tests.api_client import ApiClient, login
-from tests.issuance.conftest import api_without_broker, ring_doorbell
 from tests.pki_setup import make_pki
 from tests.stack import Stack, free_port
 
@@ -39,7 +38,6 @@ APPLICATIONS = "/api/v1/cert-manager/applications"
 CERTIFICATES = "/api/v1/cert-manager/certificates"
 PROFILES = "/api/v1/cert-manager/certificate-profiles"
 POLICIES = "/api/v1/cert-manager/certificate-policies"
-__all__ = ["api_without_broker", "ring_doorbell"]
 
 # Whatever the agent may inherit from the person running the tests.
 FOREIGN = ("KMS_URL", "KMS_CLIENT_ID", "KMS_CLIENT_SECRET", "INFISICAL_UNIVERSAL_AUTH_CLIENT_ID",

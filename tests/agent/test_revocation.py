@@ -85,9 +85,10 @@ async def test_a_revoked_certificate_the_profile_will_not_replace_keeps_its_file
 async def test_a_revoked_csr_certificate_past_its_renewal_moment_is_looked_at_once_per_status_check(
         agent_pki: AgentPki, start_agent, tmp_path: Path, db: asyncpg.Connection) -> None:
     csr, _ = make_csr(tmp_path / "csr", "csr-revoked.example.test")
-    # Due for renewal 3 s after issuance (renew-before 27 s of 30 s), then revoked: not re-submitted.
-    config = write_config(agent_pki, tmp_path, name="csr-revoked.example.test", csr_path=csr, ttl="30s",
-                          renew_before="27s", status_check="1s")
+    # Revoked, then due for renewal 10 s after issuance (renew-before 50 s of 60 s): not re-submitted. (Due
+    # at 3 s, a loaded machine sometimes revoked it only after the agent had renewed it.)
+    config = write_config(agent_pki, tmp_path, name="csr-revoked.example.test", csr_path=csr, ttl="60s",
+                          renew_before="50s", status_check="1s")
     cert = tmp_path / "out" / "cert.pem"
     agent = start_agent(config)
     await agent.until(lambda: cert.exists() and hook_runs(tmp_path), what="the certificate")

@@ -156,12 +156,58 @@ def test_a_lease_whose_owner_may_be_alive_is_never_taken_over(redis_base: str,
 
 
 def test_a_database_number_with_clients_connected_is_skipped_though_nobody_leases_it(redis_base: str) -> None:
-    orphan = redis.Redis.from_url(f"{redis_base}/2")  # as the worker of a killed run stays connected
-    orphan.ping()
+    # As the worker of a killed run stays connected: another process.
+    orphan = subprocess.Popen([sys.executable, "-c", "import redis, sys, time\n"
+                               f"r = redis.Redis.from_url('{redis_base}/2'); r.ping(); print('up', flush=True)\n"
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
+        assert orphan.stdout is not None and orphan.stdout.readline().strip() == "up"
         leases = DbLeases(f"{redis_base}/1", numbers=(2, 3))
         n = leases.lease("kms_test_new", wait=0)
         leases.release(n, "kms_test_new")
     finally:
-        orphan.close()
+        orphan.kill()
+        orphan.wait()
     assert n == 3
+
+
+def test_this_processs_own_idle_connections_do_not_make_a_number_busy(redis_base: str) -> None:
+    """The test process keeps idle connections to the numbers of stacks it dropped (Celery's producer pool
+    is never closed): counted as busy, they used up every number in a long run of the suite."""
+    own = redis.Redis.from_url(f"{redis_base}/2")
+    own.ping()
+    try:
+        leases = DbLeases(f"{redis_base}/1", numbers=(2,))
+        assert 2 not in leases.busy()
+        n = leases.lease("kms_test_again", wait=0)
+        leases.release(n, "kms_test_again")
+    finally:
+        own.close()
+    assert n == 2
+
+
+def test_each_pytest_xdist_process_leases_from_its_own_share_of_the_numbers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.redis_leases import numbers_for_this_process
+
+    shares = []
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+        shares.append(set(numbers_for_this_process(range(2, 16))))
+    assert shares[0] | shares[1] == set(range(2, 16)) and not shares[0] & shares[1]
+    assert min(len(s) for s in shares) == 7
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    assert numbers_for_this_process(range(2, 16)) == tuple(range(2, 16))
+
+
+def test_a_second_process_under_a_running_ones_name_is_refused(redis_base: str) -> None:
+    """Two session fixtures once started an API under one name: the first handle was overwritten, and that
+    API outlived the stack (and kept its Redis database number busy)."""
+    stack = Stack(name="hygiene")
+    try:
+        stack.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+        with pytest.raises(RuntimeError, match="already running"):
+            stack.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+    finally:
+        stack.drop()

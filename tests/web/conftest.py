@@ -18,7 +18,6 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from shared import users
 from shared.db.pool import create_pool
-from tests.issuance.conftest import api_without_broker, ring_doorbell
 from tests.stack import Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -74,7 +73,6 @@ async def sign_in(browser: Browser, api_url: str, user: WebUser) -> Page:
 
 # An API whose requests stay pending until a test rings the real broker (a page is seen pending first),
 # and the bell: the issuance tests' fixtures, shared.
-__all__ = ["api_without_broker", "ring_doorbell"]
 
 
 async def screenshot(page: Page, name: str) -> None:
