@@ -13,29 +13,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 
 import aiohttp
 
-from bench.common import drive, drive_open_loop, make_csrs, print_table, summarize, tenant_with_pki
+from bench.common import (
+    drive,
+    drive_open_loop,
+    issue_bodies,
+    make_csrs,
+    print_table,
+    single_issuer,
+    summarize,
+    tenant_with_pki,
+)
 from tests.stack import Stack
-
-ISSUE = "/api/v1/cert-manager/certificates?wait=10"
 
 
 async def run(stack: Stack, clients: int, duration: float, warmup: float, rate: float | None = None) -> None:
     token, pki = await tenant_with_pki(stack)
     # Enough fresh CSRs for ~1,500 certificates/s; beyond that they are reused (each is still a new request).
     csrs = make_csrs(int(1500 * (duration + warmup)))
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    bodies = [json.dumps({"profileId": pki.profile_id, "csr": c}) for c in csrs]
+    bodies = issue_bodies(pki.profile_id, csrs)
     connector = aiohttp.TCPConnector(limit=max(clients * 2, int(rate or 0) * 2))
     async with aiohttp.ClientSession(connector=connector) as session:
-        async def one(i: int) -> bool:
-            async with session.post(stack.api_url + ISSUE, data=bodies[i % len(bodies)], headers=headers) as r:
-                await r.read()
-                return r.status == 200
-
+        one = single_issuer(session, stack.api_url, token, bodies)
         if warmup:
             await drive(warmup, clients, one)
         if rate:

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import drive, make_csrs, tenant_with_pki
+from bench.common import ISSUE, drive, make_csrs, process_groups, tenant_with_pki
 from tests.stack import Stack
 
-ISSUE = "/api/v1/cert-manager/certificates?wait=10"
 TICK = os.sysconf("SC_CLK_TCK")
 OURS = ("api/", "worker/", "shared/")
 
@@ -40,30 +39,6 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
-
-
-def _groups(stack: Stack) -> dict[str, list[int]]:
-    api = stack.processes["api"].pid
-    worker = stack.processes["worker"].pid
-    groups = {"api": [api, *_children(api)], "worker (celery main)": [worker],
-              "worker (pool processes)": _children(worker)}
-    everything = subprocess.run(["ps", "-eo", "pid=,comm="], capture_output=True, text=True).stdout.split("\n")
-    groups["postgresql"] = [int(line.split()[0]) for line in everything if line.split()[1:] == ["postgres"]]
-    groups["redis"] = [int(line.split()[0]) for line in everything if line.split()[1:2] == ["redis-server"]]
-    groups["load generator"] = [os.getpid()]
-    return groups
 
 
 def _top(raw: Path, limit: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
@@ -101,7 +76,7 @@ async def run(stack: Stack, clients: int, duration: float, warmup: float, spy: s
 
         if warmup:
             await drive(warmup, clients, one)
-        groups = _groups(stack)
+        groups = process_groups(stack)
         before = {name: sum(_cpu_seconds(p) for p in pids) for name, pids in groups.items()}
         spies: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
         tmp = Path(tempfile.mkdtemp(prefix="kms-profile-"))

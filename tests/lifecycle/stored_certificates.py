@@ -16,10 +16,11 @@ the plans are those of the exact SQL the code sends, with the code's own argumen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -86,26 +87,34 @@ SELECT md5('c' || i)::uuid, $1, $2, (left(md5('c' || i), 28) || 'beef')::uuid,
 """
 
 
+@contextlib.asynccontextmanager
+async def bulk_load(conn: asyncpg.Connection, tables: Sequence[str]) -> AsyncIterator[None]:
+    """Around a bulk load of ``tables``: their secondary indexes are dropped and built again after it, each
+    from its own definition as the migrations made it (one sort instead of a million random inserts), and
+    foreign-key triggers are off (as ``pg_restore --disable-triggers`` does). The caller ANALYZEs."""
+    secondary = await conn.fetch(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = 'public'"
+        " AND i.tablename = ANY($1::text[])"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)", list(tables))
+    await conn.execute("SET session_replication_role = replica")
+    await conn.execute("SET maintenance_work_mem = '256MB'")
+    try:
+        for index in secondary:
+            await conn.execute(f'DROP INDEX "{index["indexname"]}"')
+        yield
+        for index in secondary:
+            await conn.execute(index["indexdef"])
+    finally:
+        await conn.execute("RESET session_replication_role")
+        await conn.execute("RESET maintenance_work_mem")
+
+
 async def populate(conn: asyncpg.Connection, n: int) -> Population:
     """Store ``n`` certificates (see the module docstring), then ANALYZE."""
     project, profile, cas = await create_fixtures(conn)
     if n:
-        # Secondary indexes are built once after the load (a sort) instead of a million random inserts,
-        # each from its own definition as the migrations made it.
-        secondary = await conn.fetch(
-            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = 'certificates' AND NOT EXISTS"
-            " (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)")
-        await conn.execute("SET session_replication_role = replica")
-        await conn.execute("SET maintenance_work_mem = '256MB'")
-        try:
-            for index in secondary:
-                await conn.execute(f'DROP INDEX "{index["indexname"]}"')
+        async with bulk_load(conn, ["certificates"]):
             await conn.execute(_LOAD, project, profile, cas[0], cas[1:], BIG_CA_SHARE, n)
-            for index in secondary:
-                await conn.execute(index["indexdef"])
-        finally:
-            await conn.execute("RESET session_replication_role")
-            await conn.execute("RESET maintenance_work_mem")
     await conn.execute("ANALYZE")
     return await _population(conn, n)
 
