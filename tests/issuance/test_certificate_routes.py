@@ -247,6 +247,39 @@ async def test_list_filters_by_search_profile_ids_dates_and_sorts_oldest_first(w
     assert item["commonName"] == "gamma.example.test"
 
 
+async def test_totals_of_the_request_and_profile_lists_count_every_path_that_stores_one(
+        worker: Stack, tenant: Tenant, db: asyncpg.Connection) -> None:
+    """The unfiltered totals are running counts kept by triggers (migration 0021), not a count of every row
+    on every page: single requests, a batch's COPY and a renewal each add theirs, and both totals equal
+    what a count of the rows says, in this project and profile only."""
+    from tests.batches.batching import server_key_item, wait_completed
+    from tests.batches.batching import submit as submit_batch
+
+    pki = await make_pki(tenant.admin, tenant.project_id)
+    other = await make_pki(tenant.admin, tenant.project_id, slug="other")
+    first = await issued(tenant.admin, pki.profile_id, attributes=server_key_attributes("one.example.test"))
+    await issued(tenant.admin, other.profile_id, attributes=server_key_attributes("two.example.test"))
+    batch = await submit_batch(tenant.admin, pki.profile_id, [server_key_item(i) for i in range(7)])
+    assert batch.status == 202, batch.body
+    await wait_completed(tenant.admin, batch.body["batchId"], 60)
+    renewed = await tenant.admin.post(f"{CERTIFICATES}/{first['certificateId']}/renew", params={"wait": "10"})
+    assert renewed.status == 200, renewed.body
+
+    requests = await tenant.admin.get(REQUESTS, params={"projectId": tenant.project_id, "limit": "1"})
+    issued_only = await tenant.admin.get(REQUESTS, params={"projectId": tenant.project_id, "status": "issued"})
+    of_profile = await tenant.admin.get(f"/api/v1/cert-manager/certificate-profiles/{pki.profile_id}/certificates",
+                                        params={"limit": "1"})
+
+    rows = await db.fetchval("SELECT count(*) FROM certificate_requests WHERE project_id = $1::uuid",
+                             tenant.project_id)
+    certificates = await db.fetchval("SELECT count(*) FROM certificates WHERE profile_id = $1::uuid", pki.profile_id)
+    assert rows == 10 and certificates == 9
+    assert requests.body["totalCount"] == rows, requests.body
+    assert issued_only.body["totalCount"] == rows, issued_only.body  # a filter counts what matches
+    assert of_profile.body["totalCount"] == certificates, of_profile.body
+    assert len(of_profile.body["certificates"]) == 1
+
+
 async def test_post_search_takes_the_same_filters_in_the_body(worker: Stack, tenant: Tenant) -> None:
     web, _, views = await _three_requests(tenant)
 

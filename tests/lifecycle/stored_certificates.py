@@ -104,6 +104,7 @@ async def bulk_load(conn: asyncpg.Connection, tables: Sequence[str]) -> AsyncIte
         yield
         for index in secondary:
             await conn.execute(index["indexdef"])
+        await conn.execute("SELECT recount_lists()")  # the counting triggers were off too (migration 0021)
     finally:
         await conn.execute("RESET session_replication_role")
         await conn.execute("RESET maintenance_work_mem")
