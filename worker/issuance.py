@@ -138,7 +138,7 @@ async def _issue_round(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], 
                         failed.append((p.req, str(exc)))
                 await db.store_many(conn, done, token=token)
                 await db.fail_many(conn, [(r.id, r.project_id, message) for r, message in failed], token=token)
-                stored = await db.count_certificates(conn, [row.id for row, _, _ in done]) if done else 0
+                stored = await db.count_stored(conn, [row.id for row, _, _ in done])
                 for notified in {batch_id, *(r.batch_id for r in claimed)} - {None}:
                     await ca_db.notify(conn, f"batch:{notified}")
         except TRANSIENT_DB as exc:

@@ -267,11 +267,31 @@ async def _store_chains(conn: Executor, certs: list[CertificateRow]) -> None:
         list(chains), [c.chain_pem for c in chains.values()], [c.issuing_ca_pem for c in chains.values()])
 
 
+# What a transaction stored, counted for its profiles' lists (migration 0021) in one statement: once per
+# chunk, not per certificate (a trigger per stored certificate, or a count row updated 100 times in one
+# transaction, cost a batch of 10,000 some 15 % of its rate).
+_COUNT_STORED_SQL = """
+    WITH stored AS (SELECT profile_id FROM certificates WHERE id = ANY($1::uuid[])),
+    counted AS (
+        INSERT INTO profile_certificate_counts AS c (profile_id, slot, n)
+        SELECT profile_id, pg_backend_pid() % 64, count(*) FROM stored GROUP BY profile_id
+        ON CONFLICT (profile_id, slot) DO UPDATE SET n = c.n + EXCLUDED.n RETURNING 1)
+    SELECT count(*) FROM stored"""
+
+
+async def count_stored(conn: Executor, certificate_ids: list[UUID]) -> int:
+    """How many of ``certificate_ids`` are stored, each counted once for its profile's list: call it once
+    per transaction, after storing them."""
+    return int(await conn.fetchval(_COUNT_STORED_SQL, certificate_ids)) if certificate_ids else 0
+
+
 async def store_issued(conn: Executor, cert: CertificateRow, *, token: UUID, serial_issuer: UUID,
                        audit_details: dict[str, Any]) -> bool:
-    """Store one signature (see _STORE_SQL); False when the claim was lost (nothing is written)."""
+    """Store one signature (see _STORE_SQL) and count it; False when the claim was lost (nothing is written)."""
     await _store_chains(conn, [cert])
-    return bool(await conn.fetchval(_STORE_SQL, *_store_args(cert, token, serial_issuer, audit_details)))
+    if not await conn.fetchval(_STORE_SQL, *_store_args(cert, token, serial_issuer, audit_details)):
+        return False
+    return await count_stored(conn, [cert.id]) == 1
 
 
 async def store_many(conn: asyncpg.Connection, items: list[tuple[CertificateRow, UUID, dict[str, Any]]], *,
@@ -375,10 +395,6 @@ async def lock_claimed(conn: Executor, request_ids: list[UUID], token: UUID) -> 
         "SELECT id FROM certificate_requests WHERE id = ANY($1::uuid[]) AND status = 'processing'"
         " AND claim_token = $2 ORDER BY id FOR UPDATE", request_ids, token)
     return {r["id"] for r in rows}
-
-
-async def count_certificates(conn: Executor, certificate_ids: list[UUID]) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM certificates WHERE id = ANY($1::uuid[])", certificate_ids))
 
 
 @dataclass(frozen=True)
