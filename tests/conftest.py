@@ -85,8 +85,9 @@ async def tenant(make_tenant) -> Tenant:  # type: ignore[no-untyped-def]
 # database, but its task message never reaches a worker (the API logs the failed send and answers 202:
 # DESIGN.md 4.1). A test can then change the world (tighten a policy, disable a CA) and only afterwards
 # send the task to the real broker, as the reconciler would, to watch the worker decide against the state
-# of that moment. It is defined here, once: imported into several conftests, each import was a session
-# fixture of its own, all starting an API under one process name, and all but the last were left running.
+# of that moment. Defined here, once: imported into several conftests, each import was a session fixture of
+# its own, all starting an API under one process name, and all but the last were left running.
+#
 # Nothing listens on port 1 of the loopback interface: every send fails at once with "connection refused".
 UNREACHABLE_BROKER = "redis://127.0.0.1:1/0"
 

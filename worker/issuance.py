@@ -136,9 +136,8 @@ async def _issue_round(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], 
                         done.append(_sign(rt, p))
                     except KmsError as exc:
                         failed.append((p.req, str(exc)))
-                await db.store_many(conn, done, token=token)
+                stored = await db.store_many(conn, done, token=token)
                 await db.fail_many(conn, [(r.id, r.project_id, message) for r, message in failed], token=token)
-                stored = await db.count_stored(conn, [row.id for row, _, _ in done])
                 for notified in {batch_id, *(r.batch_id for r in claimed)} - {None}:
                     await ca_db.notify(conn, f"batch:{notified}")
         except TRANSIENT_DB as exc:

@@ -279,27 +279,24 @@ _COUNT_STORED_SQL = """
     SELECT count(*) FROM stored"""
 
 
-async def count_stored(conn: Executor, certificate_ids: list[UUID]) -> int:
-    """How many of ``certificate_ids`` are stored, each counted once for its profile's list: call it once
-    per transaction, after storing them."""
-    return int(await conn.fetchval(_COUNT_STORED_SQL, certificate_ids)) if certificate_ids else 0
-
-
 async def store_issued(conn: Executor, cert: CertificateRow, *, token: UUID, serial_issuer: UUID,
                        audit_details: dict[str, Any]) -> bool:
     """Store one signature (see _STORE_SQL) and count it; False when the claim was lost (nothing is written)."""
     await _store_chains(conn, [cert])
     if not await conn.fetchval(_STORE_SQL, *_store_args(cert, token, serial_issuer, audit_details)):
         return False
-    return await count_stored(conn, [cert.id]) == 1
+    return bool(await conn.fetchval(_COUNT_STORED_SQL, [cert.id]))
 
 
 async def store_many(conn: asyncpg.Connection, items: list[tuple[CertificateRow, UUID, dict[str, Any]]], *,
-                     token: UUID) -> None:
-    """Store many signatures in the caller's transaction; asyncpg pipelines executemany."""
-    if items:
-        await _store_chains(conn, [c for c, _, _ in items])
-        await conn.executemany(_STORE_SQL, [_store_args(c, token, issuer, d) for c, issuer, d in items])
+                     token: UUID) -> int:
+    """Store many signatures in the caller's transaction (asyncpg pipelines executemany), count them for
+    their profiles' lists, and return how many were stored (a request whose claim was lost stores none)."""
+    if not items:
+        return 0
+    await _store_chains(conn, [c for c, _, _ in items])
+    await conn.executemany(_STORE_SQL, [_store_args(c, token, issuer, d) for c, issuer, d in items])
+    return int(await conn.fetchval(_COUNT_STORED_SQL, [c.id for c, _, _ in items]))
 
 
 # A server-driven renewal that fails (the policy was tightened since the certificate was issued, say)
@@ -410,6 +407,12 @@ class RequestFilter:
     sort_by: str = "created_at"  # created_at | updated_at
     descending: bool = True
 
+    @property
+    def whole_project(self) -> bool:
+        """No filter but the project: its total is the running count of migration 0021."""
+        return (self.statuses is None and self.from_date is None and self.to_date is None
+                and self.profile_ids is None and not self.search)
+
 
 @dataclass(frozen=True)
 class ListedRequest:
@@ -449,8 +452,7 @@ async def search_requests(conn: Executor, f: RequestFilter, *, offset: int, limi
     where, args = _where(f)
     base = (" FROM certificate_requests r LEFT JOIN certificates c ON c.id = r.certificate_id"
             " LEFT JOIN certificate_profiles p ON p.id = r.profile_id")
-    if f.statuses is None and f.from_date is None and f.to_date is None and f.profile_ids is None and not f.search:
-        # The whole project: the running count (migration 0021), not a count of every row on every page.
+    if f.whole_project:  # the running count, not a count of every row on every page
         total = int(await conn.fetchval(
             "SELECT coalesce(sum(n), 0) FROM request_counts WHERE project_id = $1", f.project_id))
     else:

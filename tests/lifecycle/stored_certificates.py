@@ -91,7 +91,8 @@ SELECT md5('c' || i)::uuid, $1, $2, (left(md5('c' || i), 28) || 'beef')::uuid,
 async def bulk_load(conn: asyncpg.Connection, tables: Sequence[str]) -> AsyncIterator[None]:
     """Around a bulk load of ``tables``: their secondary indexes are dropped and built again after it, each
     from its own definition as the migrations made it (one sort instead of a million random inserts), and
-    foreign-key triggers are off (as ``pg_restore --disable-triggers`` does). The caller ANALYZEs."""
+    triggers are off (as ``pg_restore --disable-triggers`` does), so the list counts are made again after
+    it (``recount_lists()``, migration 0021). The caller ANALYZEs."""
     secondary = await conn.fetch(
         "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = 'public'"
         " AND i.tablename = ANY($1::text[])"
@@ -104,7 +105,7 @@ async def bulk_load(conn: asyncpg.Connection, tables: Sequence[str]) -> AsyncIte
         yield
         for index in secondary:
             await conn.execute(index["indexdef"])
-        await conn.execute("SELECT recount_lists()")  # the counting triggers were off too (migration 0021)
+        await conn.execute("SELECT recount_lists()")
     finally:
         await conn.execute("RESET session_replication_role")
         await conn.execute("RESET maintenance_work_mem")
