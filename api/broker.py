@@ -14,7 +14,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from celery import Celery
 
-from shared.tasks import DOORBELL_HOLD_MS, DOORBELL_KEY, ISSUE_BATCH_CHUNK, OBTAIN_EXTERNAL, celery_config
+from shared.tasks import (
+    DOORBELL_HOLD_MS,
+    DOORBELL_KEY,
+    ISSUE_BATCH_CHUNK,
+    OBTAIN_EXTERNAL,
+    celery_config,
+    ready_channel,
+)
 
 log = logging.getLogger("kms.api")
 # How long a request may wait for others to share its message, and the most one message carries.
@@ -31,6 +38,8 @@ class Broker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kms-broker")
         self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=2) \
             if url.startswith(("redis://", "rediss://", "unix://")) else None
+        self._ready_channel = ready_channel(self._redis.connection_pool.connection_kwargs.get("db", 0)) \
+            if self._redis is not None else ""
         self._pending_ids: list[str] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._in_flight: set[asyncio.Future[None]] = set()
@@ -83,6 +92,15 @@ class Broker:
 
     async def _send_chunk(self, ids: list[str]) -> None:
         if self._redis is not None:
+            # The fast doorbell (worker.ready_listener): a worker process that hears it claims these at
+            # once. PUBLISH says how many heard; none (every worker down, or listeners off) falls back to
+            # the doorbell message, which waits on the broker for a worker.
+            try:
+                heard = await self._redis.publish(self._ready_channel, b"")
+            except Exception:  # Redis trouble: the message below (likely failing too, and logged)
+                heard = 0
+            if heard:
+                return
             try:
                 rang = await self._redis.set(DOORBELL_KEY, b"1", nx=True, px=DOORBELL_HOLD_MS)
             except Exception:  # Redis trouble: ring anyway (a spare message costs little)

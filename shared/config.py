@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     ocsp_response_validity_seconds: int = Field(default=3600, ge=60)
     ocsp_refresh_interval_seconds: float = 60.0
     max_attempts: int = 5
+    # With a Redis broker, every worker pool process listens on a Redis channel for new ready requests and
+    # claims them at once (worker.ready_listener); off, the API's doorbell is always a Celery message.
+    ready_listener: bool = True
     ca_key_cache_seconds: int = 300
 
     # External CAs (DESIGN.md 9; worker.external). Every HTTP call to one upstream CA takes a token from that

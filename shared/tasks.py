@@ -45,6 +45,13 @@ DOORBELL_KEY: Final = "kms:doorbell"
 DOORBELL_HOLD_MS: Final = 1000
 
 
+def ready_channel(redis_db: int) -> str:
+    """The fast doorbell (worker.ready_listener): the API PUBLISHes here first; only when no worker process
+    is subscribed does it fall back to the doorbell message above. Redis channels ignore the database
+    number, so the channel names it: deployments sharing one Redis never ring each other's workers."""
+    return f"kms:ready:{redis_db}"
+
+
 def celery_config(broker_url: str) -> dict[str, Any]:
     """Settings shared by the worker's Celery app and the API's sending-only app."""
     return {

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import setup_logging, worker_init
+from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 
 from shared.config import get_settings
 from shared.logging import configure_logging
 from shared.secrets.keyring import ca_root_key_from, root_key_from
 from shared.tasks import ACME_CLEANUP, RECONCILE, REFRESH_CRLS, REFRESH_OCSP_RESPONDERS, RENEW_DUE, celery_config
+from worker import ready_listener
 
 settings = get_settings()
 # Refuse to start without a root key and a CA root key: a worker that cannot seal keys must not sign anything.
@@ -37,6 +38,9 @@ app.conf.beat_schedule = {
                                 "options": {"expires": max(60.0, settings.ocsp_refresh_interval_seconds * 2)}},
 }
 app.conf.include = ["worker.tasks"]
+# Every pool process listens for new ready requests (worker.ready_listener), stopping cleanly with it.
+worker_process_init.connect(ready_listener.start_in_this_process, weak=False)
+worker_process_shutdown.connect(ready_listener.stop_in_this_process, weak=False)
 
 
 @setup_logging.connect

@@ -104,6 +104,12 @@ async def issue_ready(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID],
     return outcome
 
 
+async def issue_ready_round(rt: Runtime, cache: CaKeyCache, ring_again: Callable[[], None]
+                            ) -> tuple[dict[str, int], bool]:
+    """``issue_ready`` with no requests of its own (worker.ready_listener), and whether its claim was full."""
+    return await _issue_round(rt, cache, [], batch_id=None, ready_limit=READY_LIMIT, on_full=ring_again)
+
+
 async def _issue_round(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], *, batch_id: UUID | None,
                        ready_limit: int, on_full: Callable[[], None] | None = None) -> tuple[dict[str, int], bool]:
     pool = await rt.pool()

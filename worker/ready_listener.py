@@ -1,0 +1,122 @@
+"""The fast doorbell (issue 11): each signing process listens on a Redis channel for new ready requests.
+
+A Celery message costs a new request about 5 ms between the API's commit and a worker's claim: the API's
+publish, the worker's main process reading it, the hand-over to a pool process. Instead, the API first
+PUBLISHes on ``shared.tasks.ready_channel`` (no payload: ids never matter, the claim takes what is ready),
+and a thread in every pool process, subscribed to it, claims at once exactly as a doorbell chunk does
+(``worker.issuance.issue_ready``: oldest ready single requests, ``FOR UPDATE SKIP LOCKED``, one
+transaction). PUBLISH answers how many subscribers heard it; only when none did does the API fall back to
+the doorbell message (``api.broker``), so a request is never left to a channel nobody listens to, and one
+made while every worker is down waits on the broker for the first worker to start, as before.
+
+Nothing here is durable, and nothing needs to be (DESIGN.md invariant 1): a ring that is heard and then
+lost (the thread or its process dies mid-round) leaves the requests pending, or processing under a lease,
+and the reconciler takes them again. The thread has its own event loop, database pool and CA key cache,
+so it never shares one with the Celery task that its process may be running at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import redis
+
+from shared.config import Settings, get_settings
+from shared.tasks import ready_channel
+from worker import issuance
+from worker.ca_keys import CaKeyCache
+from worker.runtime import Runtime
+
+log = logging.getLogger("kms.worker")
+# After a failure (Redis or the database unreachable), the thread waits this long before it listens again.
+RETRY_SECONDS = 1.0
+
+
+def enabled(settings: Settings) -> bool:
+    return settings.ready_listener and settings.broker_url.startswith(("redis://", "rediss://", "unix://"))
+
+
+class ReadyListener:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kms-ready-listener", daemon=True)
+        self._runtime: Runtime | None = None
+        self._cache: CaKeyCache | None = None
+        self._redis: redis.Redis | None = None
+        self._channel = ""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let the round under way finish (its requests are stored or given back), then stop listening."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._listen()
+            except Exception as exc:  # Redis or the database: listen again after a pause; the rows wait
+                log.warning("ready listener interrupted; listening again", extra={
+                    "error": f"{type(exc).__name__}: {exc}"})
+                self._stop.wait(RETRY_SECONDS)
+
+    def _listen(self) -> None:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(self.settings.broker_url, socket_connect_timeout=2,
+                                               health_check_interval=30)
+            self._channel = ready_channel(self._redis.connection_pool.connection_kwargs.get("db", 0))
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(self._channel)
+            while not self._stop.is_set():
+                if pubsub.get_message(timeout=1.0) is None:
+                    continue
+                while pubsub.get_message(timeout=0) is not None:
+                    pass  # rings heard while the last round ran: one round claims for all of them
+                self._claim()
+        finally:
+            pubsub.close()
+
+    def _claim(self) -> None:
+        """Rounds of ready claims until one comes back short of full. A full one rings again first (as a
+        doorbell chunk does), so the other processes share a backlog instead of queueing behind this one."""
+        if self._runtime is None:
+            self._runtime = Runtime(self.settings)
+            self._cache = CaKeyCache(self._runtime.ca_keyring, self.settings.ca_key_cache_seconds)
+        rt, cache = self._runtime, self._cache
+        assert cache is not None
+        full = True
+        while full and not self._stop.is_set():
+            _, full = rt.run(issuance.issue_ready_round(rt, cache, ring_again=self._ring))
+
+    def _ring(self) -> None:
+        try:
+            if self._redis is not None:
+                self._redis.publish(self._channel, b"")
+        except redis.RedisError:
+            pass  # this thread claims again after its round anyway
+
+
+_listener: ReadyListener | None = None
+
+
+def start_in_this_process(**_: Any) -> None:
+    """worker_process_init: every pool process (after the fork) listens."""
+    global _listener
+    settings = get_settings()
+    if _listener is None and enabled(settings):
+        _listener = ReadyListener(settings)
+        _listener.start()
+
+
+def stop_in_this_process(**_: Any) -> None:
+    """worker_process_shutdown: a warm shutdown lets the listener's round finish first."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
