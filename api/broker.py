@@ -24,7 +24,7 @@ from shared.tasks import (
 )
 
 log = logging.getLogger("kms.api")
-# How long a request may wait for others to share its message, and the most one message carries.
+# Rings at most this often (those in between are gathered into the next one), and the most one carries.
 COALESCE_SECONDS = 0.002
 CHUNK_MAX = 50
 
@@ -42,6 +42,7 @@ class Broker:
             if self._redis is not None else ""
         self._pending_ids: list[str] = []
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._last_flush = float("-inf")
         self._in_flight: set[asyncio.Future[None]] = set()
 
     async def send(self, name: str, args: list[Any], queue: str | None = None) -> None:
@@ -78,9 +79,13 @@ class Broker:
         if len(self._pending_ids) >= CHUNK_MAX:
             self._flush()
         elif self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(COALESCE_SECONDS, self._flush)
+            # The first ring after a quiet spell goes at once (a lone request waits for nothing); rings within
+            # COALESCE_SECONDS of the last one are gathered and go together when that time is up.
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_at(max(loop.time(), self._last_flush + COALESCE_SECONDS), self._flush)
 
     def _flush(self) -> None:
+        self._last_flush = asyncio.get_running_loop().time()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None

@@ -12,6 +12,7 @@ import time
 import aiohttp
 import redis
 
+from api.broker import COALESCE_SECONDS, Broker
 from shared.tasks import DOORBELL_KEY, ISSUE_BATCH_CHUNK, ready_channel
 from tests.api_client import ApiClient
 from tests.faults.harness import (
@@ -106,3 +107,37 @@ async def test_a_request_made_while_every_worker_is_down_waits_on_the_broker_for
     final = await wait_all_final(stack.database_url, 10, timeout=30)
     assert final["issued"] == 10, dict(final)
     assert_exactly_one_certificate_per_issued_request(await ledger(stack.database_url), ids)
+
+
+async def test_the_api_rings_once_for_a_burst_and_at_once_after_a_quiet_spell(fault_stack: Stack) -> None:
+    """api.broker's coalescing, on a real Redis: requests registered in one turn of the event loop share
+    one PUBLISH; a ring after a quiet spell goes out without waiting for others."""
+    listener = redis.Redis.from_url(fault_stack.broker_url)
+    pubsub = listener.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.subscribe(CHANNEL)
+    broker = Broker(fault_stack.broker_url)
+
+    def heard() -> int:
+        """Rings heard in the next half second (a subscription's confirmation reads as None)."""
+        count = 0
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            count += pubsub.get_message(timeout=0.05) is not None
+        return count
+
+    try:
+        for n in range(30):  # one burst, in one turn of the loop
+            broker.ring(f"burst-{n}")
+        await asyncio.sleep(0.2)
+        assert heard() == 1
+        await asyncio.sleep(COALESCE_SECONDS * 5)  # quiet
+        broker.ring("lone")
+        for _ in range(3):  # a few turns of the loop, far less than the coalescing window on any machine
+            await asyncio.sleep(0)
+        assert broker._pending_ids == []  # sent at once, not held for others to join
+        await asyncio.sleep(0.2)  # (heard() blocks the loop: let the PUBLISH go out first)
+        assert heard() == 1
+    finally:
+        await broker.close()
+        pubsub.close()
+        listener.close()
