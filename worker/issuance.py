@@ -149,6 +149,7 @@ async def _issue_round(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], 
         except TRANSIENT_DB as exc:
             await _release(conn, [r.id for r in claimed], token, exc)
             raise
+    db.chains_committed([row for row, _, _ in done])
     if stored != len(done):  # pragma: no cover - the row locks make this impossible; say so loudly if not
         log.error("signatures made and stored differ", extra={"signed": len(done), "stored": stored})
     outcome = {"issued": stored, "failed": len(failed),
@@ -224,8 +225,10 @@ async def _prepare(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, req
         raise PolicyViolation([FieldError("certificateId", "the certificate was revoked; a revoked certificate "
                                                            "is never renewed")])
     attributes = IssueAttributes.model_validate(req.attributes) if req.attributes is not None else None
+    # Everything is evaluated again against what is in force now, except the CSR's signature (the proof of
+    # possession): the API verified it before storing the request, and the stored bytes cannot change it.
     template = evaluate_request(rules=ctx.rules, defaults=ctx.defaults, attributes=attributes,
-                                csr_pem=req.csr_pem, now=datetime.now(UTC))
+                                csr_pem=req.csr_pem, now=datetime.now(UTC), csr_signature_verified=True)
     issuer: Issuer
     issuer_key_algorithm = template.key_algorithm
     if ctx.profile.issuer_type == "ca":

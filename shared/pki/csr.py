@@ -209,7 +209,7 @@ def _refuse_weak_key(public_key: object) -> None:
             raise BadRequest(f"CSR public key is weak: {weakness}", [FieldError("csr", weakness)])
 
 
-def read_csr(csr_pem: str) -> CsrRequest:
+def read_csr(csr_pem: str, *, check_signature: bool = True) -> CsrRequest:
     """Parse and verify a PEM CSR and collect what it asks for; BadRequest naming any problem.
 
     The key must be one the service accepts (``keys.algorithm_of_public_key``), not a known weak one
@@ -218,6 +218,10 @@ def read_csr(csr_pem: str) -> CsrRequest:
     alt names can be represented, so anything else is refused rather than silently dropped. Requested
     extensions other than SAN, key usage, EKU and basic constraints are ignored: the certificate's
     extensions are decided by the service.
+
+    ``check_signature=False`` is for a CSR whose signature this service has already verified (the worker's
+    second evaluation of a stored request, DESIGN.md 4.6): a signature's validity is a property of the CSR's
+    bytes, which cannot have changed since, so checking it again proves nothing and costs the most of a read.
     """
     csr = _load_csr(csr_pem)
     try:
@@ -231,7 +235,7 @@ def read_csr(csr_pem: str) -> CsrRequest:
         raise BadRequest(exc.detail, [FieldError("csr", exc.detail)]) from None
     _refuse_weak_key(public_key)
     try:
-        signature_valid = csr.is_signature_valid
+        signature_valid = not check_signature or csr.is_signature_valid
     except (ValueError, UnsupportedAlgorithm):
         signature_valid = False
     if not signature_valid:

@@ -188,6 +188,21 @@ def test_unacceptable_csr_is_a_bad_request_naming_the_problem(make: Any, message
     assert caught.value.status == 400
 
 
+def test_the_second_evaluation_checks_everything_but_the_signature_the_first_verified() -> None:
+    """The worker's evaluation of a stored request (csr_signature_verified) still enforces the policy on
+    the CSR's names; only the proof of possession, verified by the API before storing, is not redone."""
+    tampered = _flip_signature_byte(make_csr(sans=(x509.DNSName("x.evil.org"),)))
+    with pytest.raises(BadRequest, match="CSR signature does not verify"):
+        evaluate(csr=tampered)
+    with pytest.raises(PolicyViolation) as caught:
+        evaluate_request(rules=POLICY, defaults=ProfileDefaults.model_validate({"ttl": "30d"}), attributes=None,
+                         csr_pem=tampered, now=NOW, csr_signature_verified=True)
+    assert "x.evil.org" in str(caught.value)
+    good = make_csr()
+    assert evaluate_request(rules=POLICY, defaults=ProfileDefaults.model_validate({"ttl": "30d"}), attributes=None,
+                            csr_pem=good, now=NOW, csr_signature_verified=True) == evaluate(csr=good)
+
+
 @pytest.mark.filterwarnings(OVERLONG_NAME_WARNING)
 def test_bad_csr_name_is_reported_with_its_field() -> None:
     with pytest.raises(BadRequest) as caught:
