@@ -154,8 +154,11 @@ async def _issue_round(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], 
         log.error("signatures made and stored differ", extra={"signed": len(done), "stored": stored})
     outcome = {"issued": stored, "failed": len(failed),
                "skipped": len(set(request_ids)) + len(extra) - stored - len(failed)}
+    # The ready requests claimed are named (at most READY_LIMIT): no broker message names them when the
+    # fast doorbell (worker.ready_listener) brought them, so this line is where an operator finds them.
     log.info("chunk issued", extra={"batch_id": str(batch_id) if batch_id else None, "signed": len(done),
-                                    "stored": stored, "ready": len(extra), **outcome})
+                                    "stored": stored, "ready": len(extra),
+                                    "ready_ids": [str(r.id) for r in extra], **outcome})
     return outcome, bool(ready_limit) and len(extra) >= room > 0
 
 

@@ -32,6 +32,7 @@ from worker.runtime import Runtime
 log = logging.getLogger("kms.worker")
 # After a failure (Redis or the database unreachable), the thread waits this long before it listens again.
 RETRY_SECONDS = 1.0
+INTERRUPTIONS: tuple[type[BaseException], ...] = (redis.RedisError, *issuance.TRANSIENT_DB)
 
 
 def enabled(settings: Settings) -> bool:
@@ -60,9 +61,12 @@ class ReadyListener:
         while not self._stop.is_set():
             try:
                 self._listen()
-            except Exception as exc:  # Redis or the database: listen again after a pause; the rows wait
+            except INTERRUPTIONS as exc:  # listen again after a pause; the rows wait
                 log.warning("ready listener interrupted; listening again", extra={
                     "error": f"{type(exc).__name__}: {exc}"})
+                self._stop.wait(RETRY_SECONDS)
+            except Exception:  # a defect: said loudly, and the thread goes on (the reconciler covers its rows)
+                log.exception("ready listener failed; listening again")
                 self._stop.wait(RETRY_SECONDS)
 
     def _listen(self) -> None:
@@ -86,7 +90,8 @@ class ReadyListener:
         """Rounds of ready claims until one comes back short of full. A full one rings again first (as a
         doorbell chunk does), so the other processes share a backlog instead of queueing behind this one."""
         if self._runtime is None:
-            self._runtime = Runtime(self.settings)
+            # One round at a time, on one connection: a second PostgreSQL connection per pool process, no more.
+            self._runtime = Runtime(self.settings, pool_max=1)
             self._cache = CaKeyCache(self._runtime.ca_keyring, self.settings.ca_key_cache_seconds)
         rt, cache = self._runtime, self._cache
         assert cache is not None

@@ -22,8 +22,9 @@ T = TypeVar("T")
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, pool_max: int = 4) -> None:
         self.settings = settings
+        self._pool_max = pool_max
         # Leaf keys under the root key; CA keys under the CA root key, which the API never has. New data
         # keys are created on a connection of their own, not from the pool: a pool whose every connection
         # is in a transaction waiting for that key could never hand one out.
@@ -42,7 +43,7 @@ class Runtime:
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            pool = await create_pool(self.settings.database_url, min_size=1, max_size=4)
+            pool = await create_pool(self.settings.database_url, min_size=1, max_size=self._pool_max)
             async with pool.acquire() as conn:
                 # ConfigurationError: this worker signs nothing. Also re-seals CA keys left from before
                 # migration 0007 (normally done already by the worker's start-up).
