@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from shared.db import Executor
+from shared.db import Executor, fetch_planned
 from shared.db.requests import CHAIN_JOIN, CertificateRow, cert_columns
 
 
@@ -210,8 +211,10 @@ async def delete_profile(conn: Executor, profile_id: UUID, project_id: UUID) -> 
 
 _CERT_FILTER = ("profile_id = $1 AND ($2::text IS NULL OR CASE $2 WHEN 'revoked' THEN revoked_at IS NOT NULL"
                 " WHEN 'active' THEN revoked_at IS NULL AND not_after > now()"
-                " ELSE revoked_at IS NULL AND not_after <= now() END)"
-                " AND ($3::text IS NULL OR common_name ILIKE $3 OR serial_number ILIKE $3)")
+                " ELSE revoked_at IS NULL AND not_after <= now() END)")
+# Read through certificates_common_name_trgm_idx and certificates_serial_trgm_idx (migration 0022) instead
+# of every certificate of the profile; a search of fewer than 3 characters (no trigram) still reads them all.
+_CERT_SEARCH = " AND (common_name ILIKE $3 OR serial_number ILIKE $3)"
 
 
 async def profile_certificates(conn: Executor, profile_id: UUID, *, offset: int, limit: int,
@@ -223,17 +226,24 @@ async def profile_certificates(conn: Executor, profile_id: UUID, *, offset: int,
     matches the common name or the serial number.
     """
     fields = list(CertificateRow.__dataclass_fields__)
-    args = (profile_id, status, _like(search))
+    args: list[Any] = [profile_id, status]
+    where = _CERT_FILTER
+    pattern = _like(search)
+    if pattern is not None:
+        args.append(pattern)
+        where += _CERT_SEARCH
+    # A search is planned for its pattern each time (see fetch_planned).
+    fetch = functools.partial(fetch_planned, conn) if pattern is not None else conn.fetch
     # The page alone (read in order from certificates_profile_page_idx), then the total: for the whole
     # profile the running count of migration 0021, for a filter a count of what matches.
-    rows = await conn.fetch(
-        f"SELECT {cert_columns()} FROM certificates c{CHAIN_JOIN} WHERE {_CERT_FILTER}"
-        f" ORDER BY created_at DESC, id OFFSET $4 LIMIT $5", *args, offset, limit)
-    if status is None and args[2] is None:
+    rows = await fetch(
+        f"SELECT {cert_columns()} FROM certificates c{CHAIN_JOIN} WHERE {where}"
+        f" ORDER BY created_at DESC, id OFFSET ${len(args) + 1} LIMIT ${len(args) + 2}", *args, offset, limit)
+    if status is None and pattern is None:
         total = await conn.fetchval(
             "SELECT coalesce(sum(n), 0) FROM profile_certificate_counts WHERE profile_id = $1", profile_id)
     else:
-        total = await conn.fetchval(f"SELECT count(*) FROM certificates WHERE {_CERT_FILTER}", *args)
+        total = (await fetch(f"SELECT count(*) FROM certificates WHERE {where}", *args))[0][0]
     return [CertificateRow(**{k: r[k] for k in fields}) for r in rows], int(total)
 
 

@@ -155,7 +155,8 @@ class Explaining:
 
     async def _explain(self, query: str, args: tuple[Any, ...]) -> None:
         raw = await self.conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query}", *args)
-        self.plans.append(json.loads(raw)[0])
+        # Text on a bare connection, already decoded on one with the service's codecs (shared.db.pool).
+        self.plans.append((json.loads(raw) if isinstance(raw, str) else raw)[0])
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
         await self._explain(query, args)
@@ -173,6 +174,20 @@ class Explaining:
     async def fetchval(self, query: str, *args: Any, column: int = 0, timeout: float | None = None) -> Any:
         await self._explain(query, args)
         return await self.conn.fetchval(query, *args, column=column, timeout=timeout)
+
+    async def prepare(self, query: str, *, name: str | None = None) -> ExplainedStatement:
+        """What ``shared.db.fetch_planned`` runs a statement on (explained with its arguments too: the plan
+        is the one made for them, as fetch_planned's is)."""
+        return ExplainedStatement(self, query)
+
+
+@dataclass(frozen=True)
+class ExplainedStatement:
+    explaining: Explaining
+    query: str
+
+    async def fetch(self, *args: Any) -> list[Any]:
+        return await self.explaining.fetch(self.query, *args)
 
 
 def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
