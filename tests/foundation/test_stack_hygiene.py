@@ -44,7 +44,10 @@ def redis_base(private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch) -> 
     base = private_redis.url.rsplit("/", 1)[0]
     redis.Redis.from_url(private_redis.url).flushall()
     monkeypatch.setattr(tests.stack, "REDIS_BASE", base)
-    monkeypatch.setattr(tests.stack, "LEASES", DbLeases(f"{base}/1"))
+    # The numbers tests.stack leases from: under xdist, this test process's share. A subprocess made by
+    # run_stack_process leases from that share too (it inherits PYTEST_XDIST_WORKER), so the numbers must
+    # be the same for a stack here to take over the one a killed subprocess held.
+    monkeypatch.setattr(tests.stack, "LEASES", DbLeases(f"{base}/1", numbers=tests.stack.LEASES.numbers))
     monkeypatch.delenv("KMS_TEST_KEEP_LOGS", raising=False)
     return base
 
