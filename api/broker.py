@@ -20,6 +20,7 @@ from shared.tasks import (
     ISSUE_BATCH_CHUNK,
     OBTAIN_EXTERNAL,
     celery_config,
+    is_redis,
     ready_channel,
 )
 
@@ -36,10 +37,8 @@ class Broker:
         self._celery.conf.update(celery_config(url))
         # kombu publishes synchronously; one thread keeps that off the event loop and keeps order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kms-broker")
-        self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=2) \
-            if url.startswith(("redis://", "rediss://", "unix://")) else None
-        self._ready_channel = ready_channel(self._redis.connection_pool.connection_kwargs.get("db", 0)) \
-            if self._redis is not None else ""
+        self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=2) if is_redis(url) else None
+        self._ready_channel = ready_channel(url) if self._redis is not None else ""
         self._pending_ids: list[str] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")

@@ -61,6 +61,7 @@ from redis.backoff import NoBackoff
 
 from shared.config import Settings
 from shared.errors import ConfigurationError, RateLimited
+from shared.tasks import is_redis
 
 log = logging.getLogger("kms.api")
 KEY_PREFIX: Final = "kms:rl"
@@ -203,7 +204,7 @@ class RateLimiter:
         limits = (self.login, self.login_failures, self.identity, self.source, self.relying_party)
         self._local = {limit.kind: LocalBuckets(limit) for limit in limits}
         url = settings.rate_limit_redis_url
-        if url is None and settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        if url is None and is_redis(settings.broker_url):
             url = settings.broker_url
         self._redis: aioredis.Redis | None = None
         self._script: Any = None

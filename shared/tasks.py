@@ -45,11 +45,17 @@ DOORBELL_KEY: Final = "kms:doorbell"
 DOORBELL_HOLD_MS: Final = 1000
 
 
-def ready_channel(redis_db: int) -> str:
+def is_redis(broker_url: str) -> bool:
+    return broker_url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def ready_channel(broker_url: str) -> str:
     """The fast doorbell (worker.ready_listener): the API PUBLISHes here first; only when no worker process
     is subscribed does it fall back to the doorbell message above. Redis channels ignore the database
     number, so the channel names it: deployments sharing one Redis never ring each other's workers."""
-    return f"kms:ready:{redis_db}"
+    from redis.connection import parse_url
+
+    return f"kms:ready:{parse_url(broker_url).get('db', 0)}"  # type: ignore[no-untyped-call]
 
 
 def celery_config(broker_url: str) -> dict[str, Any]:

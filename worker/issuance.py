@@ -89,8 +89,7 @@ async def issue_many(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], *,
        CA, until the commit: every signature made here is stored and audited, and none is made for a
        request another worker owns (a lease that ran out during phase 1 cannot cause a second one).
     """
-    outcome, _ = await _issue_round(rt, cache, request_ids, batch_id=batch_id, ready_limit=0)
-    return outcome
+    return await _issue_round(rt, cache, request_ids, batch_id=batch_id, ready_limit=0)
 
 
 async def issue_ready(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID],
@@ -99,19 +98,11 @@ async def issue_ready(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID],
     requests, oldest first. Under load a chunk thus carries what queued up while the workers were busy,
     and one message serves many requests. When the claim comes back full, ``ring_again`` is called before
     the work starts, so another worker process takes the next requests in parallel."""
-    outcome, _ = await _issue_round(rt, cache, request_ids, batch_id=None, ready_limit=READY_LIMIT,
-                                    on_full=ring_again)
-    return outcome
-
-
-async def issue_ready_round(rt: Runtime, cache: CaKeyCache, ring_again: Callable[[], None]
-                            ) -> tuple[dict[str, int], bool]:
-    """``issue_ready`` with no requests of its own (worker.ready_listener), and whether its claim was full."""
-    return await _issue_round(rt, cache, [], batch_id=None, ready_limit=READY_LIMIT, on_full=ring_again)
+    return await _issue_round(rt, cache, request_ids, batch_id=None, ready_limit=READY_LIMIT, on_full=ring_again)
 
 
 async def _issue_round(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], *, batch_id: UUID | None,
-                       ready_limit: int, on_full: Callable[[], None] | None = None) -> tuple[dict[str, int], bool]:
+                       ready_limit: int, on_full: Callable[[], None] | None = None) -> dict[str, int]:
     pool = await rt.pool()
     token = uuid.uuid4()
     lease = float(rt.settings.lease_seconds)
@@ -126,7 +117,7 @@ async def _issue_round(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], 
                 if on_full is not None and len(extra) >= room > 0:
                     on_full()
             if not claimed:  # duplicates, or a doorbell whose requests another worker took: nothing to do
-                return {"issued": 0, "failed": 0, "skipped": len(set(request_ids))}, False
+                return {"issued": 0, "failed": 0, "skipped": len(set(request_ids))}
             planned, failed = await _plan(rt, cache, conn, claimed, token, lease)
             async with conn.transaction():
                 held = await db.lock_claimed(conn, [p.req.id for p in planned], token)
@@ -159,7 +150,7 @@ async def _issue_round(rt: Runtime, cache: CaKeyCache, request_ids: list[UUID], 
     log.info("chunk issued", extra={"batch_id": str(batch_id) if batch_id else None, "signed": len(done),
                                     "stored": stored, "ready": len(extra),
                                     "ready_ids": [str(r.id) for r in extra], **outcome})
-    return outcome, bool(ready_limit) and len(extra) >= room > 0
+    return outcome
 
 
 async def _plan(rt: Runtime, cache: CaKeyCache, conn: asyncpg.Connection, claimed: list[RequestRow], token: UUID,

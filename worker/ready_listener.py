@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from shared.config import Settings, get_settings
-from shared.tasks import ready_channel
+from shared.tasks import is_redis, ready_channel
 from worker import issuance
 from worker.ca_keys import CaKeyCache
 from worker.runtime import Runtime
@@ -36,7 +36,7 @@ INTERRUPTIONS: tuple[type[BaseException], ...] = (redis.RedisError, *issuance.TR
 
 
 def enabled(settings: Settings) -> bool:
-    return settings.ready_listener and settings.broker_url.startswith(("redis://", "rediss://", "unix://"))
+    return settings.ready_listener and is_redis(settings.broker_url)
 
 
 class ReadyListener:
@@ -47,7 +47,7 @@ class ReadyListener:
         self._runtime: Runtime | None = None
         self._cache: CaKeyCache | None = None
         self._redis: redis.Redis | None = None
-        self._channel = ""
+        self._channel = ready_channel(settings.broker_url)
 
     def start(self) -> None:
         self._thread.start()
@@ -73,7 +73,6 @@ class ReadyListener:
         if self._redis is None:
             self._redis = redis.Redis.from_url(self.settings.broker_url, socket_connect_timeout=2,
                                                health_check_interval=30)
-            self._channel = ready_channel(self._redis.connection_pool.connection_kwargs.get("db", 0))
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
             pubsub.subscribe(self._channel)
@@ -87,24 +86,22 @@ class ReadyListener:
             pubsub.close()
 
     def _claim(self) -> None:
-        """Rounds of ready claims until one comes back short of full. A full one rings again first (as a
-        doorbell chunk does), so the other processes share a backlog instead of queueing behind this one."""
+        """One round of ready claims. A full one rings again first (as a doorbell chunk does): the other
+        processes hear it and share the backlog, and so does this one, for its next round."""
         if self._runtime is None:
             # One round at a time, on one connection: a second PostgreSQL connection per pool process, no more.
             self._runtime = Runtime(self.settings, pool_max=1)
             self._cache = CaKeyCache(self._runtime.ca_keyring, self.settings.ca_key_cache_seconds)
         rt, cache = self._runtime, self._cache
         assert cache is not None
-        full = True
-        while full and not self._stop.is_set():
-            _, full = rt.run(issuance.issue_ready_round(rt, cache, ring_again=self._ring))
+        rt.run(issuance.issue_ready(rt, cache, [], ring_again=self._ring))
 
     def _ring(self) -> None:
         try:
             if self._redis is not None:
                 self._redis.publish(self._channel, b"")
         except redis.RedisError:
-            pass  # this thread claims again after its round anyway
+            pass  # the other processes wait for the next ring; the reconciler covers a lost one
 
 
 _listener: ReadyListener | None = None

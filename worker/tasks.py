@@ -79,7 +79,7 @@ def _answer_doorbell(broker_url: str) -> None:
     before is claimed by this task (see shared.tasks.DOORBELL_KEY). Best effort: if Redis cannot be reached
     the key expires by itself, and this task still claims what is ready."""
     global _doorbell
-    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if not names.is_redis(broker_url):
         return
     try:
         if _doorbell is None:

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from shared.config import Settings
+from shared.tasks import is_redis
 
 # KEYS: bucket, pause; ARGV: rate, burst. Returns "0" when a token was taken, else the seconds to wait
 # (strings: Redis turns Lua numbers into integers).
@@ -100,6 +101,6 @@ def budget_redis_url(settings: Settings) -> str | None:
     """Where the buckets live: the budget URL, else the broker when it is Redis, else nowhere (in-process)."""
     if settings.external_budget_redis_url:
         return settings.external_budget_redis_url
-    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis(settings.broker_url):
         return settings.broker_url
     return None

@@ -25,7 +25,7 @@ from tests.faults.harness import (
 )
 from tests.stack import Stack
 
-CHANNEL = ready_channel(0)  # a fault stack's private Redis: database 0
+CHANNEL = ready_channel("redis://127.0.0.1/0")  # a fault stack's private Redis: database 0
 
 
 def _subscribers(stack: Stack) -> dict[bytes, int]:

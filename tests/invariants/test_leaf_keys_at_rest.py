@@ -112,7 +112,7 @@ async def test_server_generated_leaf_key_is_in_no_broker_message(algorithm: str,
     # Control: the tap saw (and decoded) the task messages that carried these very requests. A single
     # request or a renewal heard on the fast doorbell (worker.ready_listener) has no message: the API's
     # PUBLISH, which carries nothing, is all the broker sees of it.
-    rang = f"PUBLISH\n{ready_channel(worker.redis_db)}\n" in broker
+    rang = f"PUBLISH\n{ready_channel(worker.broker_url)}\n" in broker
     for key in issued_keys.keys[algorithm]:
         assert key.request_id in broker or (rang and key.path != "batch item"), \
             (key.path, "its task message was not seen on the broker")
