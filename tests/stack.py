@@ -38,10 +38,28 @@ def _release_redis_db(n: int, owner: str) -> None:
     LEASES.release(n, owner)
 
 
+# Ports for the servers tests start come from below the kernel's ephemeral range (32768-60999 here), each
+# test process from its own share. A port the kernel hands out for ``bind(0)`` is free only for a moment:
+# another xdist process can be handed the same one, or an outgoing connection can take it, before the
+# server we start binds it; one CI run lost that race and two stacks shared one private Redis server.
+_PORTS = numbers_for_this_process(range(20000, 32000))
+_next_port = secrets.randbelow(len(_PORTS))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port of this process's share that nothing is bound to now, going round the share so a port just
+    given out (and maybe not bound yet) is not given again soon."""
+    global _next_port
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_next_port % len(_PORTS)]
+        _next_port += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (a server of this run, or of something else on the machine)
+            return port
+    raise RuntimeError("no free port left in this test process's share")
 
 
 class Stack:

@@ -70,30 +70,46 @@ def broker_of(stack: Stack) -> PrivateRedis:
 
 
 class PrivateRedis:
-    """A throw-away ``redis-server`` on a free port, persisting nothing, stopped by its process id."""
+    """A throw-away ``redis-server`` on a free port, persisting nothing, stopped by its process id.
+
+    ``free_port`` only names a port that was free a moment ago: another xdist process may be handed the same
+    one and bind it first. So a server counts as started only when the server answering on the port reports
+    this process's pid (a PING alone would be answered by the other run's server, which then stops under
+    us); if ours lost the race it has exited, and another port is tried."""
 
     def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self._directory = directory
-        self._proc = self._start()
+        for _attempt in range(5):
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+            proc = self._start()
+            if proc is not None:
+                self._proc = proc
+                return
+        raise RuntimeError("no private redis-server could bind a free port in 5 tries")
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self) -> subprocess.Popen[bytes] | None:
+        """Our server once it answers as itself; ``None`` when it exited (the port was taken)."""
         proc = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
              "--save", "", "--appendonly", "no", "--dir", str(self._directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=2)
         deadline = time.monotonic() + 10
         try:
             while True:
+                if proc.poll() is not None:
+                    return None
                 try:
-                    client.ping()
-                    return proc
-                except redis.ConnectionError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+                    if int(client.info("server")["process_id"]) == proc.pid:
+                        return proc
+                except (redis.RedisError, OSError, KeyError, ValueError):
+                    pass  # not listening yet, or someone else's server (or not a Redis at all) on the port
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait(10)
+                    raise RuntimeError(f"redis-server on port {self.port} did not answer as itself in 10 s")
+                time.sleep(0.05)
         finally:
             client.close()
 
@@ -101,7 +117,10 @@ class PrivateRedis:
         """SIGKILL and start again on the same port: every connection dropped, every message gone."""
         self._proc.kill()
         self._proc.wait(10)
-        self._proc = self._start()
+        proc = self._start()
+        if proc is None:
+            raise RuntimeError(f"port {self.port} was taken while its redis-server restarted")
+        self._proc = proc
 
     def stop(self) -> None:
         self._proc.terminate()
