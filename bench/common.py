@@ -8,6 +8,7 @@ import collections
 import json
 import os
 import statistics
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.pki_setup import Pki, make_pki
 from tests.stack import Stack
 
 ISSUE = "/api/v1/cert-manager/certificates?wait=10"
+BATCHES = "/api/v1/cert-manager/certificate-batches"
 # A benchmark is one identity: its per-identity rate limit (500/s by default) is raised out of reach so
 # that it never answers 429; the check itself still runs on every request, as in production.
 BENCH_ENV = {"KMS_LOG_LEVEL": "WARNING", "KMS_RATE_LIMIT_PER_IDENTITY_PER_SECOND": "1000000",
@@ -75,6 +77,23 @@ async def tenant_with_pki(stack: Stack) -> tuple[str, Pki]:
         token = await login(client, new.identity.client_id, new.client_secret)
         pki = await make_pki(client.with_token(token), str(project_id))
     return token, pki
+
+
+async def submit_batch(session: aiohttp.ClientSession, api_url: str, token: str, profile_id: str, csrs: list[str]
+                    ) -> tuple[dict[str, Any], float]:
+    """One batch of ``csrs``, posted and long-polled until it reports completed: its final view, and the
+    ``time.monotonic()`` at which the POST was answered (every item evaluated and stored)."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    body = json.dumps({"profileId": profile_id, "items": [{"csr": c} for c in csrs]})
+    async with session.post(api_url + BATCHES, data=body, headers=headers) as r:
+        created = await r.json()
+        assert r.status == 202, created
+    submitted = time.monotonic()
+    while True:
+        async with session.get(f"{api_url}{BATCHES}/{created['batchId']}?wait=30", headers=headers) as r:
+            view: dict[str, Any] = await r.json()
+        if view["status"] == "completed":
+            return view, submitted
 
 
 def issue_bodies(profile_id: str, csrs: list[str]) -> list[str]:

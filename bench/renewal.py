@@ -17,12 +17,10 @@ import time
 import aiohttp
 import asyncpg
 
-from bench.common import tenant_with_pki
+from bench.common import BATCHES, tenant_with_pki
 from tests.api_client import ApiClient
 from tests.pki_setup import PROFILES
 from tests.stack import Stack
-
-BATCHES = "/api/v1/cert-manager/certificate-batches"
 
 
 async def run(stack: Stack, n: int) -> None:

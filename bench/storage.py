@@ -16,10 +16,8 @@ import json
 import aiohttp
 import asyncpg
 
-from bench.common import make_csrs, tenant_with_pki
+from bench.common import BATCHES, make_csrs, tenant_with_pki
 from tests.stack import Stack
-
-BATCHES = "/api/v1/cert-manager/certificate-batches"
 
 
 async def run(stack: Stack, n: int) -> dict[str, float]:
