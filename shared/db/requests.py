@@ -220,30 +220,48 @@ async def touch_requests(conn: Executor, ids: list[UUID]) -> None:
 
 
 _STORE_FIELDS = [*CertificateRow.__dataclass_fields__, "chain_digest"]
-# Everything a signature changes, in ONE statement (so one round trip, and atomic on its own): the request
-# becomes issued (only for the holder of the claim token $3), the serial is reserved for its issuer, the
-# certificate is stored (unique per request), a renewed certificate is linked to its successor, the
-# signature is audited (DESIGN.md 4.5), and long-polling clients are notified on commit.
+_FIELD_TYPES = {"serial_number": "text", "common_name": "text", "key_algorithm": "text", "certificate_pem": "text",
+                "chain_pem": "text", "issuing_ca_pem": "text", "not_before": "timestamptz",
+                "not_after": "timestamptz", "encrypted_private_key": "bytea", "created_at": "timestamptz",
+                "auto_renew": "boolean", "renew_before_days": "integer", "renewal_due_at": "timestamptz",
+                "renewal_error": "text", "revoked_at": "timestamptz", "revocation_reason": "text",
+                "chain_digest": "bytea"}  # every other field is a uuid
+# Everything the signatures of one round change, in ONE statement (one round trip, atomic on its own),
+# for every certificate of the round at once (one array per column; a statement per certificate cost the
+# database some three times as much): each request becomes issued (only for the holder of the claim
+# token $1), the serial is reserved for its issuer, the certificate is stored (unique per request), a
+# renewed certificate is linked to its successor, the signature is audited (DESIGN.md 4.5), the profile
+# lists' counts (migration 0021) grow, and long-polling clients are notified on commit. A certificate
+# whose request this claim no longer holds is not written at all.
 _STORE_SQL = f"""
-    WITH fin AS (
-        UPDATE certificate_requests SET status = 'issued', certificate_id = $1, lease_expires_at = NULL,
+    WITH input AS (
+        SELECT * FROM unnest($2::uuid[], $3::text[], {", ".join(
+            f"${i}::{_FIELD_TYPES.get(f, 'uuid')}[]" for i, f in enumerate(_STORE_FIELDS, 4))})
+            AS t(serial_issuer, details, {", ".join(_STORE_FIELDS)})),
+    fin AS (
+        UPDATE certificate_requests r SET status = 'issued', certificate_id = input.id, lease_expires_at = NULL,
                last_error = NULL, updated_at = now()
-         WHERE id = $2 AND status = 'processing' AND claim_token = $3
-        RETURNING id, project_id),
+          FROM input
+         WHERE r.id = input.request_id AND r.status = 'processing' AND r.claim_token = $1
+        RETURNING r.id),
+    stored AS MATERIALIZED (SELECT input.* FROM input JOIN fin ON fin.id = input.request_id),
     serial AS (
-        INSERT INTO issued_serials (issuer_id, serial_number)
-        SELECT $4, ${_STORE_FIELDS.index('serial_number') + 5} FROM fin RETURNING 1),
+        INSERT INTO issued_serials (issuer_id, serial_number) SELECT serial_issuer, serial_number FROM stored
+        RETURNING 1),
     cert AS (
-        INSERT INTO certificates ({", ".join(_STORE_FIELDS)})
-        SELECT {", ".join(f"${i}" for i in range(5, 5 + len(_STORE_FIELDS)))} FROM fin
+        INSERT INTO certificates ({", ".join(_STORE_FIELDS)}) SELECT {", ".join(_STORE_FIELDS)} FROM stored
         RETURNING id, renewed_from_id),
     renewal AS (
         UPDATE certificates SET renewed_by_id = cert.id FROM cert WHERE certificates.id = cert.renewed_from_id
         RETURNING 1),
     audited AS (
         INSERT INTO audit_events (project_id, actor, action, subject_type, subject_id, details)
-        SELECT fin.project_id, 'worker', 'certificate.sign', 'certificate', cert.id::text, ${5 + len(_STORE_FIELDS)}
-          FROM fin, cert RETURNING 1)
+        SELECT project_id, 'worker', 'certificate.sign', 'certificate', id::text, details::jsonb FROM stored
+        RETURNING 1),
+    counted AS (
+        INSERT INTO profile_certificate_counts AS c (profile_id, slot, n)
+        SELECT profile_id, pg_backend_pid() % 64, count(*) FROM stored GROUP BY profile_id
+        ON CONFLICT (profile_id, slot) DO UPDATE SET n = c.n + EXCLUDED.n RETURNING 1)
     SELECT count(*) FROM (SELECT pg_notify('kms_events', 'req:' || fin.id::text) FROM fin) notified
 """
 
@@ -252,11 +270,17 @@ def chain_digest(cert: CertificateRow) -> bytes:
     return hashlib.sha256(f"{cert.chain_pem}\0{cert.issuing_ca_pem or ''}".encode()).digest()
 
 
-def _store_args(cert: CertificateRow, token: UUID, serial_issuer: UUID, details: dict[str, Any]) -> tuple[Any, ...]:
+def _store_columns(items: list[tuple[CertificateRow, UUID, dict[str, Any]]], token: UUID) -> list[Any]:
     # The chain goes to certificate_chains (_store_chains); the row keeps only its digest.
-    stored = {"chain_pem": None, "issuing_ca_pem": None, "chain_digest": chain_digest(cert)}
-    return (cert.id, cert.request_id, token, serial_issuer,
-            *(stored[f] if f in stored else getattr(cert, f) for f in _STORE_FIELDS), details)
+    columns: list[Any] = [token, [issuer for _, issuer, _ in items], [json.dumps(d) for _, _, d in items]]
+    for field in _STORE_FIELDS:
+        if field in ("chain_pem", "issuing_ca_pem"):
+            columns.append([None] * len(items))
+        elif field == "chain_digest":
+            columns.append([chain_digest(c) for c, _, _ in items])
+        else:
+            columns.append([getattr(c, field) for c, _, _ in items])
+    return columns
 
 
 # Chains this process has seen committed (a chain row is never deleted): a signing round from a known CA
@@ -283,39 +307,22 @@ async def _store_chains(conn: Executor, certs: list[CertificateRow]) -> None:
         list(chains), [c.chain_pem for c in chains.values()], [c.issuing_ca_pem for c in chains.values()])
 
 
-# What a transaction stored, counted for its profiles' lists (migration 0021) in one statement: once per
-# chunk, not per certificate (a trigger per stored certificate, or a count row updated 100 times in one
-# transaction, cost a batch of 10,000 some 15 % of its rate). Planned on every call (fetch_planned): a
-# cached generic plan made while the certificates table was small reads it whole, and went on doing so
-# as it grew until the next autoanalyze (the soak saw the worker's rounds slow down by minutes, then
-# recover: 4-7 ms for this statement alone, a sequential scan, found with auto_explain).
-_COUNT_STORED_SQL = """
-    WITH stored AS (SELECT profile_id FROM certificates WHERE id = ANY($1::uuid[])),
-    counted AS (
-        INSERT INTO profile_certificate_counts AS c (profile_id, slot, n)
-        SELECT profile_id, pg_backend_pid() % 64, count(*) FROM stored GROUP BY profile_id
-        ON CONFLICT (profile_id, slot) DO UPDATE SET n = c.n + EXCLUDED.n RETURNING 1)
-    SELECT count(*) FROM stored"""
-
-
 async def store_issued(conn: Executor, cert: CertificateRow, *, token: UUID, serial_issuer: UUID,
                        audit_details: dict[str, Any]) -> bool:
-    """Store one signature (see _STORE_SQL) and count it; False when the claim was lost (nothing is written)."""
-    await _store_chains(conn, [cert])
-    if not await conn.fetchval(_STORE_SQL, *_store_args(cert, token, serial_issuer, audit_details)):
-        return False
-    return bool((await fetch_planned(conn, _COUNT_STORED_SQL, [cert.id]))[0][0])
+    """Store one signature (see _STORE_SQL); False when the claim was lost (nothing is written)."""
+    return await store_many(conn, [(cert, serial_issuer, audit_details)], token=token) == 1
 
 
-async def store_many(conn: asyncpg.Connection, items: list[tuple[CertificateRow, UUID, dict[str, Any]]], *,
+async def store_many(conn: Executor, items: list[tuple[CertificateRow, UUID, dict[str, Any]]], *,
                      token: UUID) -> int:
-    """Store many signatures in the caller's transaction (asyncpg pipelines executemany), count them for
-    their profiles' lists, and return how many were stored (a request whose claim was lost stores none)."""
+    """Store many signatures in the caller's transaction, in one statement, and return how many were
+    stored (a request whose claim was lost stores none). Planned on every call (fetch_planned): a cached
+    generic plan knows neither how many rows the arrays hold nor how large the tables have grown since the
+    connection first ran it (a plan made while a table was small reads it whole; the soak saw that)."""
     if not items:
         return 0
     await _store_chains(conn, [c for c, _, _ in items])
-    await conn.executemany(_STORE_SQL, [_store_args(c, token, issuer, d) for c, issuer, d in items])
-    return int((await fetch_planned(conn, _COUNT_STORED_SQL, [c.id for c, _, _ in items]))[0][0])
+    return int((await fetch_planned(conn, _STORE_SQL, *_store_columns(items, token)))[0][0])
 
 
 # A server-driven renewal that fails (the policy was tightened since the certificate was issued, say)
