@@ -35,9 +35,9 @@ BENCH_ENV = {"KMS_LOG_LEVEL": "WARNING", "KMS_RATE_LIMIT_PER_IDENTITY_PER_SECOND
 
 
 def start_stack(name: str, *, workers: int = 1, worker_concurrency: int = 2, worker_pool: str = "prefork",
-                env: dict[str, str] | None = None) -> Stack:
-    """A private stack (own database, Redis database, the API and ``workers`` worker processes); the
-    caller drops it."""
+                env: dict[str, str] | None = None, beat: bool = False) -> Stack:
+    """A private stack (own database, Redis database, the API, ``workers`` worker processes and with
+    ``beat`` the scheduler, as deployed); the caller drops it."""
     stack = Stack(name=name, extra_env={**BENCH_ENV, **(env or {})})
     stack.create_database()
     try:
@@ -45,6 +45,8 @@ def start_stack(name: str, *, workers: int = 1, worker_concurrency: int = 2, wor
         for n in range(workers):
             stack.start_worker(name=f"worker{n}" if n else "worker", concurrency=worker_concurrency,
                                extra=["--pool", worker_pool])
+        if beat:
+            stack.start_beat()
     except BaseException:
         stack.drop()
         raise
@@ -248,8 +250,8 @@ class Process:
 
 
 def stack_processes(stack: Stack) -> list[Process]:
-    """The API processes (with any children) and the worker processes (Celery main and pool processes)
-    the stack started, as they are now (a pool process may be replaced)."""
+    """The API processes (with any children), the worker processes (Celery main and pool processes) and
+    beat, of those the stack started, as they are now (a pool process may be replaced)."""
     found = []
     for name, proc in stack.processes.items():
         if proc.poll() is not None:
@@ -261,6 +263,8 @@ def stack_processes(stack: Stack) -> list[Process]:
             found.append(Process(f"{name} (celery main)", "worker (celery main)", proc.pid))
             found += [Process(f"{name} pool {n}", "worker (pool processes)", c)
                       for n, c in enumerate(children(proc.pid), 1)]
+        elif name == "beat":
+            found.append(Process("beat", "beat", proc.pid))
     return found
 
 
@@ -269,7 +273,7 @@ def process_groups(stack: Stack) -> dict[str, list[int]]:
     this load generator."""
     groups: dict[str, list[int]] = {"api": [], "worker (celery main)": [], "worker (pool processes)": []}
     for p in stack_processes(stack):
-        groups[p.group].append(p.pid)
+        groups.setdefault(p.group, []).append(p.pid)
     groups["postgresql"] = pids_named("postgres")
     groups["redis"] = pids_named("redis-server")
     groups["load generator"] = [os.getpid()]

@@ -4,13 +4,13 @@ errors stay flat.
     .venv/bin/python -m bench.soak --duration 600            # at half the capacity it measures first
     .venv/bin/python -m bench.soak --duration 600 --rate 150 # at a rate of your choosing
 
-Starts a private stack (own database and Redis database, the API and one worker, as bench.issuance
-does). Without ``--rate`` it first measures the capacity: a closed loop of ``--clients`` (16) for
-``--capacity-seconds`` (10) after a 3 s warm-up, and soaks at half of it. The soak is an open loop:
-requests (a fresh EC P-256 CSR each, ``?wait=10``, from a pool of ``--csrs`` pre-made CSRs sent again
-in turn) arrive at the rate whatever the answers do; anything but 200 (issued) is an error, counted by
-status code or exception. The per-identity rate limit is raised out of reach (``bench.common.BENCH_ENV``):
-one identity makes every request.
+Starts a private stack (own database and Redis database, the API, one worker and beat, as deployed;
+``--no-beat`` leaves beat out). Without ``--rate`` it first measures the capacity: a closed loop of
+``--clients`` (16) for ``--capacity-seconds`` (10) after a 3 s warm-up, and soaks at half of it. The
+soak is an open loop: requests (a fresh EC P-256 CSR each, ``?wait=10``, from a pool of ``--csrs``
+pre-made CSRs sent again in turn) arrive at the rate whatever the answers do; anything but 200
+(issued) is an error, counted by status code or exception. The per-identity rate limit is raised out of
+reach (``bench.common.BENCH_ENV``): one identity makes every request.
 
 Every ``--window`` seconds (10) it reads from /proc the resident memory (VmRSS, and the private part,
 Private_Clean + Private_Dirty of smaps_rollup) of every process of the stack: the API, the Celery main
@@ -309,8 +309,11 @@ def main() -> None:
     parser.add_argument("--flat-percent", type=float, default=10)
     parser.add_argument("--csrs", type=int, default=20000, help="pre-made CSRs, sent again in turn (20000)")
     parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--no-beat", action="store_true", help="without the scheduler (kms-pki beat)")
     args = parser.parse_args()
-    stack = start_stack("soak", worker_concurrency=args.worker_concurrency)
+    # With beat, as deployed: its periodic tasks (the reconciler, renewal, CRLs, the vacuum of
+    # worker.maintenance when the server's autovacuum is off) run during the soak, as they would in service.
+    stack = start_stack("soak", worker_concurrency=args.worker_concurrency, beat=not args.no_beat)
     try:
         asyncio.run(run(stack, args))
     finally:

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     # How often beat removes expired nonces, orders and authorizations, and re-sends validations whose
     # message was lost.
     acme_cleanup_interval_seconds: float = Field(default=300.0, gt=0)
+    # How often beat vacuums the service's tables when the PostgreSQL server's autovacuum is off (with it on,
+    # the task does nothing); 0: never (worker.maintenance).
+    vacuum_interval_seconds: float = Field(default=60.0, ge=0)
 
 
 @lru_cache(maxsize=1)

@@ -31,6 +31,8 @@ REFRESH_OCSP_RESPONDERS: Final = "kms.refresh_ocsp_responders"
 # ACME (DESIGN.md 8): challenge validation makes outbound connections, so it rides the network queue.
 ACME_VALIDATE: Final = "kms.acme_validate"
 ACME_CLEANUP: Final = "kms.acme_cleanup"
+# Vacuuming the service's tables when the server's autovacuum is off (worker.maintenance).
+VACUUM: Final = "kms.vacuum"
 # External CAs (worker.external): obtain a request's certificate from its upstream CA, and register an ACME
 # CA's account. Both network-bound, on kms.external.
 OBTAIN_EXTERNAL: Final = "kms.obtain_external"
@@ -80,7 +82,7 @@ def celery_config(broker_url: str) -> dict[str, Any]:
                         REFRESH_CRLS: {"queue": QUEUE_CONTROL}, ISSUE_OCSP_RESPONDER: {"queue": QUEUE_CONTROL},
                         REFRESH_OCSP_RESPONDERS: {"queue": QUEUE_CONTROL}, ACME_VALIDATE: {"queue": QUEUE_EXTERNAL},
                         ACME_CLEANUP: {"queue": QUEUE_CONTROL}, OBTAIN_EXTERNAL: {"queue": QUEUE_EXTERNAL},
-                        REGISTER_ACME_ACCOUNT: {"queue": QUEUE_EXTERNAL}},
+                        REGISTER_ACME_ACCOUNT: {"queue": QUEUE_EXTERNAL}, VACUUM: {"queue": QUEUE_CONTROL}},
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "worker_hijack_root_logger": False,

@@ -10,7 +10,15 @@ from celery.signals import setup_logging, worker_init, worker_process_init, work
 from shared.config import get_settings
 from shared.logging import configure_logging
 from shared.secrets.keyring import ca_root_key_from, root_key_from
-from shared.tasks import ACME_CLEANUP, RECONCILE, REFRESH_CRLS, REFRESH_OCSP_RESPONDERS, RENEW_DUE, celery_config
+from shared.tasks import (
+    ACME_CLEANUP,
+    RECONCILE,
+    REFRESH_CRLS,
+    REFRESH_OCSP_RESPONDERS,
+    RENEW_DUE,
+    VACUUM,
+    celery_config,
+)
 from worker import ready_listener
 
 settings = get_settings()
@@ -37,6 +45,10 @@ app.conf.beat_schedule = {
     "refresh-ocsp-responders": {"task": REFRESH_OCSP_RESPONDERS, "schedule": settings.ocsp_refresh_interval_seconds,
                                 "options": {"expires": max(60.0, settings.ocsp_refresh_interval_seconds * 2)}},
 }
+if settings.vacuum_interval_seconds > 0:
+    # Does nothing while the server's autovacuum is on; with it off, what autovacuum would (worker.maintenance).
+    app.conf.beat_schedule["vacuum"] = {"task": VACUUM, "schedule": settings.vacuum_interval_seconds,
+                                        "options": {"expires": max(60.0, settings.vacuum_interval_seconds)}}
 app.conf.include = ["worker.tasks"]
 # Every pool process listens for new ready requests (worker.ready_listener), stopping cleanly with it.
 worker_process_init.connect(ready_listener.start_in_this_process, weak=False)

@@ -11,7 +11,8 @@ from uuid import UUID
 import redis
 
 from shared import tasks as names
-from worker import acme_validation, authorities, external, issuance, ocsp, reconciler, renewal, revocation
+from shared.db.pool import dedicated
+from worker import acme_validation, authorities, external, issuance, maintenance, ocsp, reconciler, renewal, revocation
 from worker.app import app
 from worker.ca_keys import CaKeyCache
 from worker.runtime import runtime
@@ -155,6 +156,21 @@ def acme_cleanup() -> dict[str, int]:
         rt, resend=lambda cid: acme_validate.apply_async(args=[cid], queue=names.QUEUE_EXTERNAL)))
     return {"nonces": done.nonces, "orders": done.orders, "authorizations": done.authorizations,
             "resent": done.resent}
+@app.task(name=names.VACUUM, ignore_result=True)
+def vacuum() -> dict[str, object]:
+    """What autovacuum would do, when the server's is off (worker.maintenance); else nothing."""
+    rt = runtime()
+
+    async def run() -> maintenance.Maintained:
+        # A connection of its own, closed after: the memory its backend took for ANALYZE's sample rows
+        # (tens of MB of PEM text) goes with it, instead of staying with a pooled connection for good.
+        async with dedicated(rt.settings.database_url, connect_timeout=10) as conn:
+            return await maintenance.vacuum_if_needed(conn)
+
+    done = rt.run(run())
+    return {"autovacuum": done.autovacuum, "vacuumed": done.vacuumed, "analyzed": done.analyzed}
+
+
 @app.task(name=names.ISSUE_OCSP_RESPONDER, bind=True, max_retries=8)
 def issue_ocsp_responder(self, ca_id: str) -> str:  # type: ignore[no-untyped-def]
     """A CA's delegated OCSP responder, asked for by an API that found none current."""

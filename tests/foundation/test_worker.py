@@ -3,6 +3,7 @@ on Redis by default and on RabbitMQ through an amqp:// URL."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -46,6 +47,17 @@ def test_celery_configuration_is_json_only_acks_late_and_keeps_no_results(stack:
     out = subprocess.run([sys.executable, "-c", code], env=stack.worker_env, capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
     assert out == ["json", "['json']", "True", "True", "True", "None", stack.broker_url]
+
+
+def test_beat_schedules_the_vacuum_task_on_the_control_queue_unless_its_interval_is_0(stack: Stack) -> None:
+    code = ("import json; from worker.app import app; c = app.conf; "
+            "print(json.dumps([c.beat_schedule.get('vacuum'), c.task_routes['kms.vacuum']]))")
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code], env={**stack.worker_env, **extra},
+                                      capture_output=True, text=True, check=True, timeout=60).stdout)
+            for extra in ({}, {"KMS_VACUUM_INTERVAL_SECONDS": "0"})]
+    assert runs[0] == [{"task": "kms.vacuum", "schedule": 60.0, "options": {"expires": 60.0}},
+                       {"queue": "kms.control"}]
+    assert runs[1] == [None, {"queue": "kms.control"}]
 
 
 def test_kms_pki_worker_and_beat_commands_start_celery(stack: Stack) -> None:
