@@ -120,7 +120,7 @@ class Sampling:
                     self.spies.append((f"{name} {pid}", out, subprocess.Popen(
                         [self.spy, "record", "--pid", str(pid), *until, "--rate", "200", "--format", "raw",
                          "--nonblocking", "--output", str(out)],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+                        stdout=subprocess.DEVNULL, stderr=(self.tmp / f"{pid}.err").open("wb"))))
         self.start = time.monotonic()
         return self
 
@@ -144,6 +144,9 @@ class Sampling:
         print(f"{'total':28} {total:8.2f} {1000 * total / n:8.2f} {total / self.elapsed:6.2f}")
         for label, out, _ in self.spies:
             if not out.exists():
+                err = out.with_suffix(".err")
+                print(f"\n== {label}: no samples; py-spy said: "
+                      f"{err.read_text(errors='replace').strip()[-500:] if err.exists() else '-'}")
                 continue
             own, inclusive, samples = _top(out, limit)
             if not samples:
