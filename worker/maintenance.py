@@ -9,9 +9,10 @@ minutes, with every other figure flat.
 
 So beat runs ``vacuum_if_needed`` every ``KMS_VACUUM_INTERVAL_SECONDS`` (60; 0 turns it off). With
 autovacuum on it does nothing at all. With it off it does what autovacuum would, on this database's own
-tables only: VACUUM a table once its dead rows pass 50 + 5 % of its live ones (autovacuum's default is 20 %,
-too lax for a queue), ANALYZE one once its changes since the last analyze pass 50 + 10 %. It warns once per
-process that it is doing the server's job. ``SKIP_LOCKED``: a table another vacuum holds is left to it.
+tables only: VACUUM a table once its dead rows pass 50 + 5 % of its live ones (autovacuum's default is
+20 %, too lax for a queue: migration 0023 sets 5 % for the requests table when autovacuum is on), ANALYZE
+one once its changes since the last analyze pass 50 + 10 %. It warns once per process that it is doing
+the server's job. ``SKIP_LOCKED``: a table another vacuum holds is left to it.
 And it paces itself as autovacuum does (``vacuum_cost_delay`` 2 ms per ``vacuum_cost_limit`` 200): unpaced,
 each minute's vacuum of the requests table ran flat out for about 2 s, and the issuance p99 of that
 window doubled.

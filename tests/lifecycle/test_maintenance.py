@@ -1,7 +1,8 @@
 """Beat's vacuum task (worker.maintenance): with the PostgreSQL server's autovacuum off it vacuums and
 analyzes the tables whose dead or changed rows pass its thresholds, and only those; with autovacuum on it
-does nothing. On a database of its own, migrated as the service migrates it, on the real server: which of
-the two tests runs depends on how that server is configured (the other is skipped, saying why)."""
+does nothing, and autovacuum takes the requests table sooner than its default (migration 0023). On a
+database of its own, migrated as the service migrates it, on the real server: which of the first two
+tests runs depends on how that server is configured (the other is skipped, saying why)."""
 
 from __future__ import annotations
 
@@ -90,5 +91,14 @@ async def test_with_autovacuum_on_the_task_does_nothing(database: str) -> None:
     try:
         done = await maintenance.vacuum_if_needed(conn)
         assert done == maintenance.Maintained(True, [], [])
+    finally:
+        await conn.close()
+
+
+async def test_autovacuum_takes_the_requests_table_at_5_percent_dead_rows_not_the_default_20(database: str) -> None:
+    conn = await asyncpg.connect(database)
+    try:
+        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'certificate_requests'::regclass")
+        assert sorted(options) == ["autovacuum_analyze_scale_factor=0.05", "autovacuum_vacuum_scale_factor=0.05"]
     finally:
         await conn.close()
