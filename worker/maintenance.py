@@ -54,27 +54,24 @@ async def vacuum_if_needed(conn: asyncpg.Connection) -> Maintained:
                     "(KMS_VACUUM_INTERVAL_SECONDS); turn autovacuum on, and this stops")
         _warned = True
     rows = await conn.fetch(
-        "SELECT relname, n_dead_tup > $1 + $2 * n_live_tup AS vacuum,"
-        "       n_mod_since_analyze > $3 + $4 * n_live_tup AS analyze"
-        "  FROM pg_stat_user_tables WHERE schemaname = current_schema()"
-        "   AND (n_dead_tup > $1 + $2 * n_live_tup OR n_mod_since_analyze > $3 + $4 * n_live_tup)"
-        " ORDER BY relname", VACUUM_BASE, VACUUM_SCALE, ANALYZE_BASE, ANALYZE_SCALE)
-    vacuumed, analyzed = [], []
-    if rows:
-        await conn.execute("SET vacuum_cost_delay = '2ms'; SET vacuum_cost_limit = 200")
+        "SELECT * FROM (SELECT relname, n_dead_tup > $1 + $2 * n_live_tup AS needs_vacuum,"
+        "                      n_mod_since_analyze > $3 + $4 * n_live_tup AS needs_analyze"
+        "                 FROM pg_stat_user_tables WHERE schemaname = current_schema()) t"
+        " WHERE needs_vacuum OR needs_analyze ORDER BY relname", VACUUM_BASE, VACUUM_SCALE, ANALYZE_BASE, ANALYZE_SCALE)
+    if not rows:
+        return Maintained(False, [], [])
+    vacuumed = [r["relname"] for r in rows if r["needs_vacuum"]]
+    analyzed = [r["relname"] for r in rows if r["needs_analyze"]]
+    await conn.execute("SET vacuum_cost_delay = '2ms'; SET vacuum_cost_limit = 200")
     try:
         for row in rows:
-            table = _quoted(row["relname"])
-            if row["vacuum"]:
-                await conn.execute(f"VACUUM (SKIP_LOCKED{', ANALYZE' if row['analyze'] else ''}) {table}")
-                vacuumed.append(row["relname"])
+            if row["needs_vacuum"]:
+                await conn.execute(f"VACUUM (SKIP_LOCKED{', ANALYZE' if row['needs_analyze'] else ''}) "
+                                   f"{_quoted(row['relname'])}")
             else:
-                await conn.execute(f"ANALYZE (SKIP_LOCKED) {table}")
-            if row["analyze"]:
-                analyzed.append(row["relname"])
+                await conn.execute(f"ANALYZE (SKIP_LOCKED) {_quoted(row['relname'])}")
     finally:
-        if rows and not conn.is_closed():
+        if not conn.is_closed():
             await conn.execute("RESET vacuum_cost_delay; RESET vacuum_cost_limit")
-    if rows:
-        log.info("tables vacuumed", extra={"vacuumed": vacuumed, "analyzed": analyzed})
+    log.info("tables vacuumed", extra={"vacuumed": vacuumed, "analyzed": analyzed})
     return Maintained(False, vacuumed, analyzed)

@@ -156,6 +156,8 @@ def acme_cleanup() -> dict[str, int]:
         rt, resend=lambda cid: acme_validate.apply_async(args=[cid], queue=names.QUEUE_EXTERNAL)))
     return {"nonces": done.nonces, "orders": done.orders, "authorizations": done.authorizations,
             "resent": done.resent}
+
+
 @app.task(name=names.VACUUM, ignore_result=True)
 def vacuum() -> dict[str, object]:
     """What autovacuum would do, when the server's is off (worker.maintenance); else nothing."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import typing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -219,13 +220,13 @@ async def touch_requests(conn: Executor, ids: list[UUID]) -> None:
     await conn.execute("UPDATE certificate_requests SET updated_at = now() WHERE id = ANY($1::uuid[])", ids)
 
 
-_STORE_FIELDS = [*CertificateRow.__dataclass_fields__, "chain_digest"]
-_FIELD_TYPES = {"serial_number": "text", "common_name": "text", "key_algorithm": "text", "certificate_pem": "text",
-                "chain_pem": "text", "issuing_ca_pem": "text", "not_before": "timestamptz",
-                "not_after": "timestamptz", "encrypted_private_key": "bytea", "created_at": "timestamptz",
-                "auto_renew": "boolean", "renew_before_days": "integer", "renewal_due_at": "timestamptz",
-                "renewal_error": "text", "revoked_at": "timestamptz", "revocation_reason": "text",
-                "chain_digest": "bytea"}  # every other field is a uuid
+# The columns a signature writes, with their PostgreSQL types from CertificateRow's annotations. The chain
+# goes to certificate_chains (_store_chains); the row keeps only its digest.
+_PG_TYPES = {UUID: "uuid", str: "text", datetime: "timestamptz", bytes: "bytea", bool: "boolean", int: "integer"}
+_STORE_TYPES = {field: _PG_TYPES[next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))]
+                for field, hint in typing.get_type_hints(CertificateRow).items()
+                if field not in ("chain_pem", "issuing_ca_pem")} | {"chain_digest": "bytea"}
+_STORE_FIELDS = list(_STORE_TYPES)
 # Everything the signatures of one round change, in ONE statement (one round trip, atomic on its own),
 # for every certificate of the round at once (one array per column; a statement per certificate cost the
 # database some three times as much): each request becomes issued (only for the holder of the claim
@@ -236,7 +237,7 @@ _FIELD_TYPES = {"serial_number": "text", "common_name": "text", "key_algorithm":
 _STORE_SQL = f"""
     WITH input AS (
         SELECT * FROM unnest($2::uuid[], $3::text[], {", ".join(
-            f"${i}::{_FIELD_TYPES.get(f, 'uuid')}[]" for i, f in enumerate(_STORE_FIELDS, 4))})
+            f"${i}::{_STORE_TYPES[f]}[]" for i, f in enumerate(_STORE_FIELDS, 4))})
             AS t(serial_issuer, details, {", ".join(_STORE_FIELDS)})),
     fin AS (
         UPDATE certificate_requests r SET status = 'issued', certificate_id = input.id, lease_expires_at = NULL,
@@ -271,16 +272,10 @@ def chain_digest(cert: CertificateRow) -> bytes:
 
 
 def _store_columns(items: list[tuple[CertificateRow, UUID, dict[str, Any]]], token: UUID) -> list[Any]:
-    # The chain goes to certificate_chains (_store_chains); the row keeps only its digest.
-    columns: list[Any] = [token, [issuer for _, issuer, _ in items], [json.dumps(d) for _, _, d in items]]
-    for field in _STORE_FIELDS:
-        if field in ("chain_pem", "issuing_ca_pem"):
-            columns.append([None] * len(items))
-        elif field == "chain_digest":
-            columns.append([chain_digest(c) for c, _, _ in items])
-        else:
-            columns.append([getattr(c, field) for c, _, _ in items])
-    return columns
+    certs = [c for c, _, _ in items]
+    return [token, [issuer for _, issuer, _ in items], [json.dumps(d) for _, _, d in items],
+            *([chain_digest(c) for c in certs] if field == "chain_digest" else [getattr(c, field) for c in certs]
+              for field in _STORE_FIELDS)]
 
 
 # Chains this process has seen committed (a chain row is never deleted): a signing round from a known CA
