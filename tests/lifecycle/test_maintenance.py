@@ -1,38 +1,78 @@
 """Beat's vacuum task (worker.maintenance): with the PostgreSQL server's autovacuum off it vacuums and
 analyzes the tables whose dead or changed rows pass its thresholds, and only those; with autovacuum on it
-does nothing, and autovacuum takes the requests table sooner than its default (migration 0023). On a
-database of its own, migrated as the service migrates it, on the real server: which of the first two
-tests runs depends on how that server is configured (the other is skipped, saying why)."""
+does nothing, and autovacuum takes the requests table sooner than its default (migration 0023).
+
+Whether autovacuum is on is a setting of the whole server, which no test may change on the shared one (the
+other test process uses it meanwhile). So these tests start a PostgreSQL server of their own (the
+machine's binaries, ``initdb`` into a temporary directory, a free port), set autovacuum on or off there as
+each test needs, and migrate a database in it as the service migrates its own."""
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-from collections.abc import AsyncIterator
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
 from shared.db.migrate import drop_database, migrate
-from tests.stack import PG_BASE
+from tests.stack import free_port
 from worker import maintenance
 
 
-async def _autovacuum_on() -> bool:
-    conn = await asyncpg.connect(f"{PG_BASE}/postgres")
+def _bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)),
+                                       None)
+    assert found, f"PostgreSQL's {name} is not installed"
+    return found
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root: as root, run them as the postgres user.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """A private PostgreSQL server; yields the URL of its postgres database."""
+    directory = Path(tempfile.mkdtemp(prefix="kms-pg-"))
+    data, port = directory / "data", free_port()
+    if os.geteuid() == 0:
+        shutil.chown(directory, "postgres")
+    subprocess.run(_as_postgres([_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
+                   check=True, capture_output=True, timeout=120)
+    options = f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={directory} -c fsync=off"
+    subprocess.run(_as_postgres([_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(directory / "log"),
+                                 "-w", "start"]), check=True, capture_output=True, timeout=120)
     try:
-        return bool(await conn.fetchval("SELECT current_setting('autovacuum')::boolean"))
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(_as_postgres([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True, timeout=60)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _set_autovacuum(server: str, on: bool) -> None:
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f"ALTER SYSTEM SET autovacuum = {'on' if on else 'off'}")
+        await conn.execute("SELECT pg_reload_conf()")
+        # The reload is asynchronous: until this session sees the new value, the task would not either.
+        while await conn.fetchval("SELECT current_setting('autovacuum')::boolean") != on:
+            await conn.execute("SELECT pg_sleep(0.05)")
     finally:
         await conn.close()
 
 
-AUTOVACUUM_ON = asyncio.run(_autovacuum_on())
-
-
 @pytest.fixture
-async def database() -> AsyncIterator[str]:
-    url = f"{PG_BASE}/kms_maint_{secrets.token_hex(4)}"
+async def database(server: str) -> AsyncIterator[str]:
+    url = server.rsplit("/", 1)[0] + f"/kms_maint_{os.urandom(4).hex()}"
     await migrate(url)
     try:
         yield url
@@ -58,8 +98,9 @@ async def _make_dead_rows(url: str) -> None:
         await conn.close()
 
 
-@pytest.mark.skipif(AUTOVACUUM_ON, reason="the server's autovacuum is on: the task leaves every table to it")
-async def test_with_autovacuum_off_the_tables_past_the_thresholds_are_vacuumed_and_no_others(database: str) -> None:
+async def test_with_autovacuum_off_the_tables_past_the_thresholds_are_vacuumed_and_no_others(
+        server: str, database: str) -> None:
+    await _set_autovacuum(server, False)
     await _make_dead_rows(database)
     conn = await asyncpg.connect(database)
     try:
@@ -84,8 +125,8 @@ async def test_with_autovacuum_off_the_tables_past_the_thresholds_are_vacuumed_a
         await conn.close()
 
 
-@pytest.mark.skipif(not AUTOVACUUM_ON, reason="the server's autovacuum is off: the task does its work (the other test)")
-async def test_with_autovacuum_on_the_task_does_nothing(database: str) -> None:
+async def test_with_autovacuum_on_the_task_does_nothing(server: str, database: str) -> None:
+    await _set_autovacuum(server, True)
     await _make_dead_rows(database)
     conn = await asyncpg.connect(database)
     try:
